@@ -1,0 +1,228 @@
+"""The `Ledger` contract: what every backend (TinyDB, PostgreSQL, the reference model) promises.
+
+Semantics (DESIGN.md section 3, decided in docs/decisions/):
+
+* **Accounts** are per Entra tenant, with one ISO 4217 currency fixed before the first entry. Money is `int`
+  minor units. The balance is the sum of the entries; a stored snapshot must always equal it (`verify()`).
+* **Idempotency first.** Every mutation carries a key, scoped to the account. The key is looked up before
+  anything else (before the balance, before validation against state): the same key with the same operation
+  and arguments returns the original result with `replayed=True` and changes nothing; the same key with
+  anything else raises `IdempotencyConflict`. A failed operation (a `LedgerError`) records nothing, so its key
+  stays free.
+* **Lots.** Each credit (`funds_added`, `auto_recharge`, positive `adjustment`) opens a lot expiring 12 calendar
+  months later; debits consume open lots oldest first. Usage is a fact and is recorded even below zero (the
+  shortfall is a *deficit* that the next credits pay first); manual debits (negative adjustments) may not go
+  below zero (`InsufficientFunds`). `expire_lots(now)` writes an `expiry` entry for what is left in each expired
+  lot and raises an `expiring` alert once per lot with money left that expires within 30 days.
+* **Auto-recharge** (Microsoft's semantics): after any debit that leaves the balance below the trigger, add the
+  fixed amount as many times as needed to be back at or above the trigger, each a separate `auto_recharge`
+  entry, in the same atomic unit as the debit. Each recharge must fit the monthly cap (money recharged in the
+  calendar month, UTC) and the burst breaker (at most `max_per_day` in any rolling 24 hours); the first one that
+  does not fit is not written, the rest of the loop stops, and a `recharge_blocked` alert is raised (once until a
+  recharge succeeds again or the balance is back at or above the trigger). Saving settings moves no money.
+* **Alerts** go to an outbox in the same atomic unit as their cause, with deterministic keys, so none is lost
+  and none doubled. Thresholds are edge-triggered on the balance at the end of the atomic unit (after any
+  recharge): `low_balance` fires once when the balance goes from at-or-above a threshold to below it and re-arms
+  only when it is back at or above; `exhausted` likewise at zero (balance <= 0). `recharged` is raised once per
+  operation that recharged, listing its recharges. Destinations are the enabled subscriptions for the kind at
+  the time the alert is raised.
+* **Outbox delivery**: `claim_alerts` leases due alerts to a worker; `mark_delivered` records each
+  (alert, destination); `release_alert` gives the alert back with a retry time and counts an attempt; after
+  `max_attempts` the alert is dead (listed by `alerts(status=DEAD)`).
+* **Roles and audit**: roles are stored per account (`admin`, `reader`); every change is audited with the
+  actor (the chat user's Entra object id, or `system`) in the same atomic unit.
+
+All methods are coroutines; backends keep the event loop free. Times come from the backend's clock.
+"""
+
+from __future__ import annotations
+
+import abc
+from datetime import datetime, timedelta
+from typing import Any, Iterable, Mapping, Sequence
+
+from .model import (Account, Alert, AlertKind, AlertSettings, AlertStatus, AuditRecord, BatchResult,
+                    ConversationRef, Entry, Lot, Page, Posting, RechargeSettings, Role, RoleGrant,
+                    SettingsChange, Subscription, SYSTEM_ACTOR, UsageRecord, VerifyReport)
+
+#: Alerts are given up after this many failed delivery attempts unless a backend is told otherwise.
+DEFAULT_MAX_ATTEMPTS = 8
+#: An `expiring` alert is raised for a lot with money left this long before it expires.
+EXPIRING_NOTICE = timedelta(days=30)
+
+
+class Ledger(abc.ABC):
+    """Async ledger of Communications Credits. See the module docstring for the semantics every backend keeps."""
+
+    # --- accounts -------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def open_account(self, tenant_id: str, currency: str, *, actor: str = SYSTEM_ACTOR) -> Account:
+        """Create the tenant's account if it does not exist; return it either way (an existing account keeps its
+        currency: use `set_currency` to change it before the first entry)."""
+
+    @abc.abstractmethod
+    async def get_account(self, tenant_id: str) -> Account:
+        """The account with its current balance, or `AccountNotFound`."""
+
+    @abc.abstractmethod
+    async def tenants(self) -> list[str]:
+        """Every tenant with an account, sorted."""
+
+    @abc.abstractmethod
+    async def set_currency(self, tenant_id: str, currency: str, *, actor: str, key: str) -> SettingsChange:
+        """Change the account's currency; `CurrencyLocked` once it has an entry."""
+
+    # --- money ---------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def add_funds(self, tenant_id: str, amount: int, *, actor: str, key: str, memo: str = "",
+                        reference: str = "") -> Posting:
+        """Credit `amount` (> 0 minor units) as `funds_added`, opening a lot."""
+
+    @abc.abstractmethod
+    async def adjust(self, tenant_id: str, amount: int, *, actor: str, key: str, memo: str = "",
+                     reference: str = "") -> Posting:
+        """A signed correction (non-zero). Positive opens a lot; negative consumes lots and may not take the
+        balance below zero; a negative adjustment can trigger auto-recharge like any debit."""
+
+    @abc.abstractmethod
+    async def record_usage(self, tenant_id: str, usage: UsageRecord, *, actor: str = SYSTEM_ACTOR) -> Posting:
+        """Debit one billed call, keyed by `usage.usage_id`. Recorded even below zero. `CurrencyMismatch` when
+        the row is in another currency than the account's."""
+
+    @abc.abstractmethod
+    async def record_usage_batch(self, tenant_id: str, rows: Sequence[UsageRecord], *,
+                                 actor: str = SYSTEM_ACTOR) -> BatchResult:
+        """Record many rows in one atomic unit, each under its own key, in the given order. Rows that are
+        invalid or conflicting are reported per row and change nothing; the others are recorded as if by
+        `record_usage` one after another (recharges and alerts included)."""
+
+    @abc.abstractmethod
+    async def expire_lots(self, now: datetime | None = None) -> list[Posting]:
+        """For every account: write an `expiry` entry for each lot expired at `now` with money left (keyed
+        `expiry:{lot_id}`), and raise an `expiring` alert once per lot with money left that expires within 30
+        days. Returns the postings written (empty when there was nothing to do)."""
+
+    # --- reading -------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def history(self, tenant_id: str, *, limit: int = 10, before: int | None = None) -> Page:
+        """Entries newest first, at most `limit`, with `seq < before` when `before` is given."""
+
+    @abc.abstractmethod
+    async def entries_since(self, tenant_id: str, since: datetime) -> list[Entry]:
+        """Every entry at or after `since`, oldest first (for forecasts and reports)."""
+
+    @abc.abstractmethod
+    async def lots(self, tenant_id: str) -> list[Lot]:
+        """Open lots (money left), oldest first."""
+
+    @abc.abstractmethod
+    async def recharge_settings(self, tenant_id: str) -> RechargeSettings: ...
+
+    @abc.abstractmethod
+    async def set_recharge_settings(self, tenant_id: str, settings: RechargeSettings, *, actor: str,
+                                    key: str) -> SettingsChange:
+        """Replace the auto-recharge settings. `InvalidSettings` when enabled with a zero amount, a negative
+        trigger, a cap below one recharge, or a breaker below 1. Moves no money."""
+
+    @abc.abstractmethod
+    async def alert_settings(self, tenant_id: str) -> AlertSettings: ...
+
+    @abc.abstractmethod
+    async def set_alert_settings(self, tenant_id: str, settings: AlertSettings, *, actor: str,
+                                 key: str) -> SettingsChange:
+        """Replace the low-balance thresholds (positive, at most 10) and forecast horizon. Each threshold is
+        armed if the balance is at or above it; saving raises no alert."""
+
+    # --- outbox --------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def raise_alert(self, tenant_id: str, kind: AlertKind, key: str,
+                          payload: Mapping[str, Any]) -> Alert:
+        """Enqueue an alert raised outside a money operation (forecast, jobs). Idempotent by `key`: a second
+        call with the same key returns the first alert unchanged."""
+
+    @abc.abstractmethod
+    async def claim_alerts(self, worker: str, *, lease: timedelta, limit: int = 10) -> list[Alert]:
+        """Lease up to `limit` pending alerts that are due (`next_attempt_at` passed or unset) and not leased
+        to anyone else (or whose lease expired), oldest first."""
+
+    @abc.abstractmethod
+    async def mark_delivered(self, alert_id: str, destination: str, *, worker: str) -> Alert:
+        """Record that `destination` received the alert. When every destination is served the alert becomes
+        `delivered` and its lease ends. `LeaseLost` if the alert is not leased to `worker`."""
+
+    @abc.abstractmethod
+    async def release_alert(self, alert_id: str, *, worker: str, retry_at: datetime, error: str) -> Alert:
+        """Give a leased alert back after a failed attempt: count the attempt, keep `error`, retry at
+        `retry_at`; after `max_attempts` attempts the alert is `dead`."""
+
+    @abc.abstractmethod
+    async def get_alert(self, alert_id: str) -> Alert: ...
+
+    @abc.abstractmethod
+    async def alerts(self, tenant_id: str, *, status: AlertStatus | None = None, limit: int = 50) -> list[Alert]:
+        """The account's alerts, newest first, optionally of one status."""
+
+    # --- conversations and subscriptions --------------------------------------------------------------------
+    @abc.abstractmethod
+    async def save_conversation(self, ref: ConversationRef) -> None:
+        """Insert or replace the reference of a conversation (not audited: it is not a user's change)."""
+
+    @abc.abstractmethod
+    async def conversation(self, tenant_id: str, conversation_id: str) -> ConversationRef | None: ...
+
+    @abc.abstractmethod
+    async def conversations(self, tenant_id: str) -> list[ConversationRef]: ...
+
+    @abc.abstractmethod
+    async def subscribe(self, tenant_id: str, conversation_id: str, kinds: Iterable[AlertKind], *,
+                        actor: str, key: str) -> SettingsChange:
+        """Make the conversation a destination for `kinds` (replacing its previous kinds, enabling it again)."""
+
+    @abc.abstractmethod
+    async def unsubscribe(self, tenant_id: str, conversation_id: str, *, actor: str, key: str) -> SettingsChange:
+        """Stop sending alerts there; `NotFound` if it was not subscribed. Pending alerts skip it."""
+
+    @abc.abstractmethod
+    async def disable_subscription(self, tenant_id: str, conversation_id: str, *, reason: str) -> None:
+        """Disable a destination that refuses delivery (bot removed: 403/404); pending alerts skip it."""
+
+    @abc.abstractmethod
+    async def subscriptions(self, tenant_id: str) -> list[Subscription]: ...
+
+    # --- roles and audit ------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def grant_role(self, tenant_id: str, user_id: str, role: Role, *, actor: str, key: str,
+                         display_name: str = "") -> SettingsChange: ...
+
+    @abc.abstractmethod
+    async def revoke_role(self, tenant_id: str, user_id: str, *, actor: str, key: str) -> SettingsChange:
+        """Remove the user's role; `NotFound` if they had none."""
+
+    @abc.abstractmethod
+    async def roles(self, tenant_id: str) -> list[RoleGrant]:
+        """Stored grants, sorted by user id."""
+
+    @abc.abstractmethod
+    async def audit(self, tenant_id: str, *, limit: int = 20, before: int | None = None) -> Page:
+        """Audit records newest first (same paging as `history`)."""
+
+    # --- health ---------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def verify(self, tenant_id: str | None = None) -> VerifyReport:
+        """Check every invariant from what is stored: snapshot balance == sum of entries, each entry's
+        `balance_after` is the running sum, seqs have no gaps, open lots replayed from the entries equal the
+        stored lots, lots minus deficit equal the balance."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise if the store is not reachable (readiness)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Finish pending work and release the store (locks, pools, threads). Idempotent."""
+
+    async def __aenter__(self) -> "Ledger":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

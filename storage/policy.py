@@ -1,0 +1,199 @@
+"""Pure rules of the ledger: no I/O, no clock, no state of their own.
+
+Both the incremental engine used by the real backends and the from-scratch reference model call these, so the
+rules are stated once; their correctness is tested directly (tests/test_policy.py) and through the contract
+suite, where the two ways of applying them must agree.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Iterable, Mapping, Sequence
+
+from .errors import InvalidSettings
+from .model import AlertSettings, Lot, RechargeSettings, Role
+
+LOT_LIFETIME_MONTHS = 12
+BREAKER_WINDOW = timedelta(hours=24)
+MAX_THRESHOLDS = 10
+_ALERT_NAMESPACE = uuid.UUID("6f0f5a0e-7b7a-4d0b-9d55-4a1f3f1c2b10")
+
+
+# --- time -------------------------------------------------------------------------------------------------------
+
+def add_months(moment: datetime, months: int) -> datetime:
+    """Same day and time `months` later; the 29th-31st fall back to the month's last day (Feb 29 -> Feb 28)."""
+    index = moment.month - 1 + months
+    year, month = moment.year + index // 12, index % 12 + 1
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return moment.replace(year=year, month=month, day=day)
+
+
+def lot_expiry(opened_at: datetime) -> datetime:
+    return add_months(opened_at, LOT_LIFETIME_MONTHS)
+
+
+def month_key(moment: datetime) -> str:
+    """Calendar month (UTC) that the monthly recharge cap counts in."""
+    return f"{moment.year:04d}-{moment.month:02d}"
+
+
+# --- lots -------------------------------------------------------------------------------------------------------
+
+def open_lot(lot_id: int, amount: int, opened_at: datetime, deficit: int) -> tuple[Lot, int]:
+    """A credit of `amount` pays the deficit first; the rest is the new lot's remaining. Returns (lot, deficit)."""
+    paid = min(amount, deficit)
+    return Lot(lot_id, opened_at, lot_expiry(opened_at), amount, amount - paid), deficit - paid
+
+
+def consume_fifo(lots: Sequence[Lot], amount: int) -> tuple[list[Lot], int]:
+    """Take `amount` from open lots, oldest first (by opening time, then id). Returns the lots still holding
+    money (in order) and the part of `amount` they could not cover (the shortfall)."""
+    left = amount
+    kept: list[Lot] = []
+    for lot in sorted(lots, key=lambda l: (l.opened_at, l.lot_id)):
+        if left and lot.remaining:
+            take = min(lot.remaining, left)
+            left -= take
+            lot = Lot(lot.lot_id, lot.opened_at, lot.expires_at, lot.amount, lot.remaining - take)
+        if lot.remaining:
+            kept.append(lot)
+    return kept, left
+
+
+# --- auto-recharge ----------------------------------------------------------------------------------------------
+
+class Blocked(StrEnum):
+    MONTHLY_CAP = "monthly_cap"
+    BREAKER = "breaker"
+
+
+def recharge_block(settings: RechargeSettings, recharged_this_month: int, recent: Sequence[datetime],
+                   now: datetime) -> Blocked | None:
+    """Why one more recharge may not happen now, or None if it may. `recent` are the times of earlier
+    recharges; only those within the rolling 24 hours before `now` count."""
+    if settings.monthly_cap is not None and recharged_this_month + settings.amount > settings.monthly_cap:
+        return Blocked.MONTHLY_CAP
+    if sum(1 for t in recent if now - t < BREAKER_WINDOW) >= settings.max_per_day:
+        return Blocked.BREAKER
+    return None
+
+
+def needs_recharge(settings: RechargeSettings, balance: int) -> bool:
+    return settings.enabled and settings.amount > 0 and balance < settings.trigger
+
+
+def validate_recharge(settings: RechargeSettings) -> RechargeSettings:
+    for name in ("amount", "trigger", "max_per_day"):
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidSettings(f"{name}_not_integer")
+    if settings.monthly_cap is not None and (isinstance(settings.monthly_cap, bool)
+                                             or not isinstance(settings.monthly_cap, int)):
+        raise InvalidSettings("monthly_cap_not_integer")
+    if settings.amount < 0 or settings.trigger < 0:
+        raise InvalidSettings("negative")
+    if max(settings.amount, settings.trigger, settings.monthly_cap or 0) > 10**15:
+        raise InvalidSettings("too_large")
+    if settings.max_per_day < 1:
+        raise InvalidSettings("breaker_below_one")
+    if settings.enabled:
+        if settings.amount == 0:
+            raise InvalidSettings("amount_zero")
+        if settings.monthly_cap is not None and settings.monthly_cap < settings.amount:
+            raise InvalidSettings("cap_below_amount")
+    return settings
+
+
+# --- alerts -----------------------------------------------------------------------------------------------------
+
+def validate_alerts(settings: AlertSettings) -> AlertSettings:
+    values = settings.thresholds
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in values):
+        raise InvalidSettings("threshold_not_integer")
+    if any(v <= 0 for v in values):
+        raise InvalidSettings("threshold_not_positive")
+    if any(v > 10**15 for v in values):
+        raise InvalidSettings("too_large")
+    if len(set(values)) > MAX_THRESHOLDS:
+        raise InvalidSettings("too_many_thresholds")
+    if isinstance(settings.forecast_days, bool) or not isinstance(settings.forecast_days, int) \
+            or not 1 <= settings.forecast_days <= 365:
+        raise InvalidSettings("forecast_days")
+    return AlertSettings(tuple(sorted(set(values), reverse=True)), settings.forecast_days)
+
+
+def edge(armed: bool, in_alarm: bool) -> tuple[bool, bool]:
+    """Edge trigger: (fire, armed_after). Fires on the step from a good state (armed) into alarm; re-arms only
+    when the state is good again. Repeating the alarm state is not a new alert."""
+    return armed and in_alarm, not in_alarm
+
+
+def alert_id(tenant_id: str, key: str) -> str:
+    """Deterministic id of an alert: the same cause gives the same id in every backend and every resend."""
+    return str(uuid.uuid5(_ALERT_NAMESPACE, f"{tenant_id}\n{key}"))
+
+
+def low_balance_key(tenant_id: str, threshold: int, entry_seq: int) -> str:
+    return f"low_balance:{tenant_id}:{threshold}:{entry_seq}"
+
+
+def exhausted_key(tenant_id: str, entry_seq: int) -> str:
+    return f"exhausted:{tenant_id}:{entry_seq}"
+
+
+def recharged_key(tenant_id: str, first_recharge_seq: int) -> str:
+    return f"recharged:{tenant_id}:{first_recharge_seq}"
+
+
+def blocked_key(tenant_id: str, entry_seq: int) -> str:
+    return f"recharge_blocked:{tenant_id}:{entry_seq}"
+
+
+def expiring_key(tenant_id: str, lot_id: int) -> str:
+    return f"expiring:{tenant_id}:{lot_id}"
+
+
+# --- idempotency ------------------------------------------------------------------------------------------------
+
+def fingerprint(operation: str, args: Mapping[str, Any]) -> str:
+    """Stable digest of an operation and its arguments; a key reused with another digest is a conflict."""
+    canonical = json.dumps({"op": operation, "args": args}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# --- roles ------------------------------------------------------------------------------------------------------
+
+class Capability(StrEnum):
+    READ = "read"                    # balance, history, usage, forecast, settings, whoami
+    MOVE_MONEY = "move_money"        # add funds, adjustments, usage import/sync
+    CHANGE_SETTINGS = "change_settings"  # auto-recharge, alert thresholds, currency
+    MANAGE_ROLES = "manage_roles"
+    MANAGE_SUBSCRIPTIONS = "manage_subscriptions"
+
+
+_ROLE_CAPABILITIES: Mapping[Role, frozenset[Capability]] = {
+    Role.ADMIN: frozenset(Capability),
+    Role.READER: frozenset({Capability.READ}),
+}
+
+
+def effective_role(stored: Role | None, user_id: str, *, account_has_admin: bool,
+                   bootstrap_admins: Iterable[str]) -> Role | None:
+    """The role that counts for `user_id`. Stored grants win. Bootstrap admins (configuration) are admins of
+    every tenant until that tenant has an admin of its own. Everyone else has no role: deny by default."""
+    if stored is not None:
+        return stored
+    if not account_has_admin and user_id and user_id in set(bootstrap_admins):
+        return Role.ADMIN
+    return None
+
+
+def allows(role: Role | None, capability: Capability) -> bool:
+    return role is not None and capability in _ROLE_CAPABILITIES[role]
