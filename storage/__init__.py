@@ -4,6 +4,7 @@ Imports neither `bot`, `cards` nor `botbuilder` (a test guards that)."""
 
 from .clock import Clock, FakeClock, utc_now
 from .errors import (AccountNotFound, CurrencyLocked, CurrencyMismatch, IdempotencyConflict, InsufficientFunds,
+                     InvalidUsage,
                      InvalidAmount, InvalidCurrency, InvalidSettings, LeaseLost, LedgerError, NotFound,
                      StoreCorrupt, StoreLocked)
 from .factory import open_ledger

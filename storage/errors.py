@@ -28,6 +28,17 @@ class InvalidAmount(LedgerError):
         self.detail = detail
 
 
+class InvalidUsage(LedgerError):
+    """A usage row that cannot be recorded as it is (it comes from outside: Graph, a CSV export). `reason` is a
+    stable code: `bad_usage_id` (empty, or in a namespace the ledger reserves), `bad_time` (not an aware
+    datetime)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"invalid usage row: {reason}{': ' + detail if detail else ''}")
+        self.reason = reason
+        self.detail = detail
+
+
 class InvalidCurrency(LedgerError):
     def __init__(self, code: str) -> None:
         super().__init__(f"not an ISO 4217 currency: {code!r}")

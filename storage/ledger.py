@@ -26,9 +26,14 @@ Semantics (DESIGN.md section 3, decided in docs/decisions/):
   only when it is back at or above; `exhausted` likewise at zero (balance <= 0). `recharged` is raised once per
   operation that recharged, listing its recharges. Destinations are the enabled subscriptions for the kind at
   the time the alert is raised.
-* **Outbox delivery**: `claim_alerts` leases due alerts to a worker; `mark_delivered` records each
-  (alert, destination); `release_alert` gives the alert back with a retry time and counts an attempt; after
-  `max_attempts` the alert is dead (listed by `alerts(status=DEAD)`).
+* **Outbox delivery**: `claim_alerts` leases due alerts to a worker and counts an attempt for each (so an alert
+  whose sending crashes the worker, and whose lease therefore just runs out, still ends); `mark_delivered` records
+  each (alert, destination); `release_alert` gives the alert back with a retry time. An alert that has used
+  `max_attempts` attempts is dead (listed by `alerts(status=DEAD)`): at its release, or at the next claim after
+  its lease ran out.
+* **Keys** are the callers' (activity ids, card nonces, usage row ids) except two namespaces the ledger derives
+  itself: `expiry:{lot}` and `{key}:recharge:{n}`. A caller's key there is a `ValueError` (a usage row id
+  there is `InvalidUsage`).
 * **Roles and audit**: roles are stored per account (`admin`, `reader`); every change is audited with the
   actor (the chat user's Entra object id, or `system`) in the same atomic unit.
 
@@ -87,7 +92,8 @@ class Ledger(abc.ABC):
     @abc.abstractmethod
     async def record_usage(self, tenant_id: str, usage: UsageRecord, *, actor: str = SYSTEM_ACTOR) -> Posting:
         """Debit one billed call, keyed by `usage.usage_id`. Recorded even below zero. `CurrencyMismatch` when
-        the row is in another currency than the account's."""
+        the row is in another currency than the account's; `InvalidAmount` for a zero or negative charge (free
+        calls are the sync's to skip); `InvalidUsage` for a missing or reserved row id or a naive time."""
 
     @abc.abstractmethod
     async def record_usage_batch(self, tenant_id: str, rows: Sequence[UsageRecord], *,
@@ -137,13 +143,15 @@ class Ledger(abc.ABC):
     @abc.abstractmethod
     async def raise_alert(self, tenant_id: str, kind: AlertKind, key: str,
                           payload: Mapping[str, Any]) -> Alert:
-        """Enqueue an alert raised outside a money operation (forecast, jobs). Idempotent by `key`: a second
-        call with the same key returns the first alert unchanged."""
+        """Enqueue an alert raised outside a money operation: `forecast` or `expiring` only, with a key that
+        starts with `{kind}:` (else `ValueError`). Idempotent by `key`: a second call with the same key returns
+        the first alert unchanged."""
 
     @abc.abstractmethod
     async def claim_alerts(self, worker: str, *, lease: timedelta, limit: int = 10) -> list[Alert]:
-        """Lease up to `limit` pending alerts that are due (`next_attempt_at` passed or unset) and not leased
-        to anyone else (or whose lease expired), oldest first."""
+        """Lease up to `limit` pending alerts that are due (`next_attempt_at` passed or unset) and not under a
+        live lease, oldest first, counting one attempt each. One whose lease ran out after its last allowed
+        attempt becomes dead instead of being claimed."""
 
     @abc.abstractmethod
     async def mark_delivered(self, alert_id: str, destination: str, *, worker: str) -> Alert:
@@ -152,8 +160,8 @@ class Ledger(abc.ABC):
 
     @abc.abstractmethod
     async def release_alert(self, alert_id: str, *, worker: str, retry_at: datetime, error: str) -> Alert:
-        """Give a leased alert back after a failed attempt: count the attempt, keep `error`, retry at
-        `retry_at`; after `max_attempts` attempts the alert is `dead`."""
+        """Give a leased alert back after a failed attempt: keep `error`, retry at `retry_at`; when the alert has
+        used `max_attempts` attempts it is `dead` instead."""
 
     @abc.abstractmethod
     async def get_alert(self, alert_id: str) -> Alert: ...
@@ -165,7 +173,10 @@ class Ledger(abc.ABC):
     # --- conversations and subscriptions --------------------------------------------------------------------
     @abc.abstractmethod
     async def save_conversation(self, ref: ConversationRef) -> None:
-        """Insert or replace the reference of a conversation (not audited: it is not a user's change)."""
+        """Insert or replace the reference of a conversation of an existing account (`AccountNotFound`
+        otherwise: the bot opens the account on first contact). Saving a reference equal to the stored one
+        changes nothing (no write, `updated_at` stays: it is when the reference last changed), because the bot
+        saves on every activity. Not audited: it is not a user's change."""
 
     @abc.abstractmethod
     async def conversation(self, tenant_id: str, conversation_id: str) -> ConversationRef | None: ...

@@ -7,6 +7,7 @@ non-positive amounts where a positive one is needed, and magnitudes beyond `MAX_
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
@@ -17,6 +18,8 @@ from .errors import InvalidAmount, InvalidCurrency
 #: Sanity bound on a single amount, in major units. A Communications Credits balance is a few hundred to a few
 #: hundred thousand; ten million in one operation is a typo, not a top-up.
 MAX_MAJOR_UNITS = Decimal(10_000_000)
+
+_PLAIN_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
 
 
 @lru_cache(maxsize=None)
@@ -57,9 +60,12 @@ def to_minor(amount: Decimal | int | str, currency: str, *, allow_zero: bool = F
     if isinstance(amount, bool) or isinstance(amount, float):
         raise InvalidAmount("not_a_number", "floats are never money")
     if isinstance(amount, str):
+        text = amount.strip()
+        if not _PLAIN_DECIMAL.fullmatch(text):  # no grouping, no "_", no non-ASCII digits, no NaN/Infinity
+            raise InvalidAmount("not_a_number", amount)
         try:
-            amount = Decimal(amount.strip())
-        except InvalidOperation:
+            amount = Decimal(text)
+        except InvalidOperation:  # pragma: no cover - the pattern admits only valid decimals
             raise InvalidAmount("not_a_number", amount) from None
     if isinstance(amount, int):
         amount = Decimal(amount)

@@ -12,7 +12,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -22,6 +22,11 @@ from .model import AlertSettings, Lot, RechargeSettings, Role
 LOT_LIFETIME_MONTHS = 12
 BREAKER_WINDOW = timedelta(hours=24)
 MAX_THRESHOLDS = 10
+#: The burst breaker cannot be set above this: it is what bounds the recharge loop of one operation.
+MAX_RECHARGES_PER_DAY = 100
+#: Keys the ledger derives itself; callers may not use them.
+_RESERVED_PREFIX = "expiry:"
+_RESERVED_PART = ":recharge:"
 _ALERT_NAMESPACE = uuid.UUID("6f0f5a0e-7b7a-4d0b-9d55-4a1f3f1c2b10")
 
 
@@ -41,6 +46,7 @@ def lot_expiry(opened_at: datetime) -> datetime:
 
 def month_key(moment: datetime) -> str:
     """Calendar month (UTC) that the monthly recharge cap counts in."""
+    moment = moment.astimezone(timezone.utc)
     return f"{moment.year:04d}-{moment.month:02d}"
 
 
@@ -90,6 +96,8 @@ def needs_recharge(settings: RechargeSettings, balance: int) -> bool:
 
 
 def validate_recharge(settings: RechargeSettings) -> RechargeSettings:
+    if not isinstance(settings.enabled, bool):
+        raise InvalidSettings("enabled_not_bool")
     for name in ("amount", "trigger", "max_per_day"):
         value = getattr(settings, name)
         if isinstance(value, bool) or not isinstance(value, int):
@@ -103,6 +111,8 @@ def validate_recharge(settings: RechargeSettings) -> RechargeSettings:
         raise InvalidSettings("too_large")
     if settings.max_per_day < 1:
         raise InvalidSettings("breaker_below_one")
+    if settings.max_per_day > MAX_RECHARGES_PER_DAY:
+        raise InvalidSettings("breaker_too_high")
     if settings.enabled:
         if settings.amount == 0:
             raise InvalidSettings("amount_zero")
@@ -161,6 +171,25 @@ def expiring_key(tenant_id: str, lot_id: int) -> str:
 
 
 # --- idempotency ------------------------------------------------------------------------------------------------
+
+def is_reserved_key(key: str) -> bool:
+    """Keys the ledger writes itself: `expiry:{lot}` and `{operation key}:recharge:{n}`."""
+    return key.startswith(_RESERVED_PREFIX) or _RESERVED_PART in key
+
+
+def check_caller_key(key: object) -> str:
+    """A caller's idempotency key: a non-empty string outside the reserved namespaces. Keys come from code
+    (activity ids, card nonces), so a bad one is a programming error (`ValueError`), not a user's mistake."""
+    if not isinstance(key, str) or not key:
+        raise ValueError("every mutation needs a non-empty idempotency key")
+    if is_reserved_key(key):
+        raise ValueError(f"idempotency key {key!r} is in a namespace the ledger reserves")
+    return key
+
+
+#: Kinds that `Ledger.raise_alert` may raise; the others belong to money operations and are raised with them.
+RAISABLE_KINDS = frozenset({"forecast", "expiring"})
+
 
 def fingerprint(operation: str, args: Mapping[str, Any]) -> str:
     """Stable digest of an operation and its arguments; a key reused with another digest is a conflict."""
