@@ -1,0 +1,344 @@
+"""Table tests of the pure rules in storage/policy.py (no ledger, no clock)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from storage import policy
+from storage.errors import InvalidSettings
+from storage.model import AlertKind, AlertSettings, Lot, RechargeSettings, Role
+from storage.policy import Blocked, Capability
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=timezone.utc)
+
+
+# --- time -------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("moment, months, expected", [
+    (utc(2026, 1, 15, 9, 30), 0, utc(2026, 1, 15, 9, 30)),
+    (utc(2026, 1, 15, 9, 30), 1, utc(2026, 2, 15, 9, 30)),
+    (utc(2026, 1, 31), 1, utc(2026, 2, 28)),                  # no Feb 31: the last day of February
+    (utc(2028, 1, 31), 1, utc(2028, 2, 29)),                  # a leap year has Feb 29
+    (utc(2028, 2, 29, 10), 12, utc(2029, 2, 28, 10)),         # a credit on a leap day expires Feb 28
+    (utc(2028, 2, 29), 48, utc(2032, 2, 29)),                 # ... or Feb 29 four years on
+    (utc(2026, 5, 31), 1, utc(2026, 6, 30)),
+    (utc(2026, 8, 31, 23, 59, 59), 12, utc(2027, 8, 31, 23, 59, 59)),
+    (utc(2026, 12, 15), 1, utc(2027, 1, 15)),                 # over the year end
+    (utc(2026, 11, 30), 3, utc(2027, 2, 28)),
+    (utc(2026, 3, 31), -1, utc(2026, 2, 28)),                 # backwards too
+    (utc(2026, 1, 10), -1, utc(2025, 12, 10)),
+    (utc(2026, 1, 10), 25, utc(2028, 2, 10)),
+])
+def test_add_months(moment, months, expected):
+    assert policy.add_months(moment, months) == expected
+
+
+def test_add_months_keeps_time_zone_and_microseconds():
+    moment = datetime(2026, 1, 31, 8, 7, 6, 5, tzinfo=timezone.utc)
+    assert policy.add_months(moment, 1) == datetime(2026, 2, 28, 8, 7, 6, 5, tzinfo=timezone.utc)
+    assert policy.add_months(moment, 1).tzinfo is timezone.utc
+
+
+def test_a_lot_lives_twelve_months():
+    assert policy.LOT_LIFETIME_MONTHS == 12
+    assert policy.lot_expiry(utc(2026, 1, 15, 9)) == utc(2027, 1, 15, 9)
+    assert policy.lot_expiry(utc(2028, 2, 29, 9)) == utc(2029, 2, 28, 9)
+
+
+@pytest.mark.parametrize("moment, key", [
+    (utc(2026, 1, 1), "2026-01"),
+    (utc(2026, 1, 31, 23, 59, 59), "2026-01"),
+    (utc(2026, 12, 31), "2026-12"),
+    (utc(999, 3, 1), "0999-03"),
+    (datetime(2026, 2, 1, 1, 0, tzinfo=timezone(timedelta(hours=2))), "2026-01"),      # Jan 31, 23:00 UTC
+    (datetime(2026, 1, 31, 20, 0, tzinfo=timezone(timedelta(hours=-5))), "2026-02"),   # Feb 1, 01:00 UTC
+    (datetime(2026, 12, 31, 23, 30, tzinfo=timezone(timedelta(hours=-1))), "2027-01"), # over the year end
+    (datetime(2026, 3, 1, 0, 0, tzinfo=timezone(timedelta(hours=1))), "2026-02"),
+])
+def test_month_key(moment, key):
+    assert policy.month_key(moment) == key
+
+
+def test_month_key_counts_in_utc_whatever_the_offset():
+    one_am_in_cest = datetime(2026, 2, 1, 1, 0, tzinfo=timezone(timedelta(hours=2)))   # Jan 31, 23:00 UTC
+    assert policy.month_key(one_am_in_cest) == "2026-01"
+    assert policy.month_key(one_am_in_cest) == policy.month_key(one_am_in_cest.astimezone(timezone.utc))
+
+
+# --- lots -------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("amount, deficit, remaining, deficit_after", [
+    (100, 0, 100, 0),
+    (100, 30, 70, 0),            # a credit pays the deficit first
+    (100, 100, 0, 0),
+    (100, 150, 0, 50),
+])
+def test_open_lot_pays_the_deficit_first(amount, deficit, remaining, deficit_after):
+    lot, left = policy.open_lot(7, amount, utc(2026, 1, 15, 9), deficit)
+    assert (lot.lot_id, lot.amount, lot.remaining, left) == (7, amount, remaining, deficit_after)
+    assert (lot.opened_at, lot.expires_at) == (utc(2026, 1, 15, 9), utc(2027, 1, 15, 9))
+
+
+def lot(lot_id: int, day: int, remaining: int) -> Lot:
+    return Lot(lot_id, utc(2026, 1, day), utc(2027, 1, day), 100, remaining)
+
+
+@pytest.mark.parametrize("lots, amount, left, shortfall", [
+    ([lot(1, 1, 100), lot(2, 2, 100)], 0, [(1, 100), (2, 100)], 0),
+    ([lot(1, 1, 100), lot(2, 2, 100)], 30, [(1, 70), (2, 100)], 0),
+    ([lot(1, 1, 100), lot(2, 2, 100)], 100, [(2, 100)], 0),              # an emptied lot is dropped
+    ([lot(1, 1, 100), lot(2, 2, 100)], 150, [(2, 50)], 0),
+    ([lot(1, 1, 100), lot(2, 2, 100)], 200, [], 0),
+    ([lot(1, 1, 100), lot(2, 2, 100)], 250, [], 50),                    # what the lots cannot cover
+    ([lot(2, 2, 100), lot(1, 1, 100)], 30, [(1, 70), (2, 100)], 0),      # oldest by time, not by list order
+    ([lot(5, 1, 100), lot(3, 1, 100)], 30, [(3, 70), (5, 100)], 0),      # same time: lower id first
+    ([lot(9, 3, 100), lot(4, 1, 0)], 10, [(9, 90)], 0),                  # an empty lot takes nothing
+    ([], 10, [], 10),
+])
+def test_consume_fifo(lots, amount, left, shortfall):
+    kept, short = policy.consume_fifo(lots, amount)
+    assert [(l.lot_id, l.remaining) for l in kept] == left
+    assert short == shortfall
+    assert all(l.amount == 100 for l in kept)   # the original amount stays on the lot
+
+
+# --- auto-recharge ----------------------------------------------------------------------------------------------
+
+NOW = utc(2026, 1, 15, 12)
+ON = RechargeSettings(enabled=True, amount=50, trigger=100, monthly_cap=200, max_per_day=3)
+
+
+@pytest.mark.parametrize("settings, this_month, recent, expected", [
+    (ON, 0, [], None),
+    (ON, 150, [], None),                                          # 150 + 50 == cap: still fits
+    (ON, 151, [], Blocked.MONTHLY_CAP),
+    (ON, 200, [], Blocked.MONTHLY_CAP),
+    (RechargeSettings(True, 50, 100, None, 3), 10**12, [], None),  # no cap
+    (ON, 0, [NOW - timedelta(hours=1)] * 2, None),
+    (ON, 0, [NOW - timedelta(hours=1)] * 3, Blocked.BREAKER),
+    (ON, 0, [NOW] * 3, Blocked.BREAKER),                          # recharges of this very moment count
+    (ON, 0, [NOW - timedelta(hours=23, minutes=59)] * 3, Blocked.BREAKER),
+    (ON, 0, [NOW - timedelta(hours=24)] * 3, None),               # exactly 24 h ago no longer counts
+    (ON, 0, [NOW - timedelta(days=3)] * 10, None),
+    (ON, 190, [NOW] * 3, Blocked.MONTHLY_CAP),                    # both: the cap is named
+    (RechargeSettings(True, 50, 100, None, 1), 0, [NOW - timedelta(hours=2)], Blocked.BREAKER),
+])
+def test_recharge_block(settings, this_month, recent, expected):
+    assert policy.recharge_block(settings, this_month, recent, NOW) == expected
+
+
+@pytest.mark.parametrize("settings, balance, expected", [
+    (ON, 99, True),
+    (ON, 100, False),             # at the trigger is enough
+    (ON, -500, True),
+    (RechargeSettings(False, 50, 100), 0, False),
+    (RechargeSettings(True, 0, 100), 0, False),
+    (RechargeSettings(True, 50, 0), 0, False),
+    (RechargeSettings(True, 50, 0), -1, True),
+])
+def test_needs_recharge(settings, balance, expected):
+    assert policy.needs_recharge(settings, balance) is expected
+
+
+@pytest.mark.parametrize("settings", [
+    RechargeSettings(),
+    RechargeSettings(False, 0, 0, None, 3),
+    RechargeSettings(False, 0, 0, 0, 3),                       # off: the cap is not checked against the amount
+    RechargeSettings(True, 1, 0, None, 1),
+    RechargeSettings(True, 50, 100, 50, 3),                    # a cap of exactly one recharge
+    RechargeSettings(True, 10**15, 10**15, 10**15, 100),
+    RechargeSettings(True, 1, 0, None, policy.MAX_RECHARGES_PER_DAY),   # the breaker's ceiling itself
+])
+def test_validate_recharge_accepts(settings):
+    assert policy.validate_recharge(settings) is settings
+
+
+@pytest.mark.parametrize("settings, reason", [
+    (RechargeSettings(1, 50, 100), "enabled_not_bool"),
+    (RechargeSettings(0, 50, 100), "enabled_not_bool"),
+    (RechargeSettings("yes", 50, 100), "enabled_not_bool"),
+    (RechargeSettings(None, 50, 100), "enabled_not_bool"),
+    (RechargeSettings(1, 1.5, 100), "enabled_not_bool"),                # checked first
+    (RechargeSettings(True, 1.5, 100), "amount_not_integer"),
+    (RechargeSettings(True, True, 100), "amount_not_integer"),
+    (RechargeSettings(True, 50, "100"), "trigger_not_integer"),
+    (RechargeSettings(True, 50, 100, max_per_day=2.0), "max_per_day_not_integer"),
+    (RechargeSettings(True, 50, 100, monthly_cap=500.0), "monthly_cap_not_integer"),
+    (RechargeSettings(True, 50, 100, monthly_cap=True), "monthly_cap_not_integer"),
+    (RechargeSettings(True, -50, 100), "negative"),
+    (RechargeSettings(False, 50, -1), "negative"),
+    (RechargeSettings(True, 10**15 + 1, 100), "too_large"),
+    (RechargeSettings(True, 50, 100, monthly_cap=10**15 + 1), "too_large"),
+    (RechargeSettings(True, 50, 100, max_per_day=0), "breaker_below_one"),
+    (RechargeSettings(False, 0, 0, max_per_day=0), "breaker_below_one"),
+    (RechargeSettings(True, 50, 100, max_per_day=101), "breaker_too_high"),
+    (RechargeSettings(False, 50, 100, max_per_day=10**6), "breaker_too_high"),   # even when off
+    (RechargeSettings(True, 0, 100), "amount_zero"),
+    (RechargeSettings(True, 50, 100, monthly_cap=49), "cap_below_amount"),
+    (RechargeSettings(True, 50, 100, monthly_cap=0), "cap_below_amount"),
+])
+def test_validate_recharge_refuses(settings, reason):
+    with pytest.raises(InvalidSettings) as error:
+        policy.validate_recharge(settings)
+    assert error.value.reason == reason
+
+
+def test_the_breaker_ceiling_is_one_hundred():
+    assert policy.MAX_RECHARGES_PER_DAY == 100
+
+
+# --- alerts -----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("given, thresholds", [
+    ((), ()),
+    ((100,), (100,)),
+    ((50, 100, 20), (100, 50, 20)),                           # sorted, highest first
+    ((50, 100, 50, 100), (100, 50)),                          # duplicates once
+    (tuple(range(1, 11)), tuple(range(10, 0, -1))),           # ten is the most
+    (tuple(range(1, 11)) + (5, 5), tuple(range(10, 0, -1))),  # ... counted without duplicates
+    ((10**15,), (10**15,)),
+])
+def test_validate_alerts_accepts(given, thresholds):
+    assert policy.validate_alerts(AlertSettings(given, 7)) == AlertSettings(thresholds, 7)
+
+
+@pytest.mark.parametrize("settings, reason", [
+    (AlertSettings((0,)), "threshold_not_positive"),
+    (AlertSettings((100, -1)), "threshold_not_positive"),
+    (AlertSettings((1.5,)), "threshold_not_integer"),
+    (AlertSettings((True,)), "threshold_not_integer"),
+    (AlertSettings(("100",)), "threshold_not_integer"),
+    (AlertSettings((10**15 + 1,)), "too_large"),
+    (AlertSettings(tuple(range(1, 12))), "too_many_thresholds"),
+    (AlertSettings((), 0), "forecast_days"),
+    (AlertSettings((), 366), "forecast_days"),
+    (AlertSettings((), True), "forecast_days"),
+    (AlertSettings((), 7.0), "forecast_days"),
+])
+def test_validate_alerts_refuses(settings, reason):
+    with pytest.raises(InvalidSettings) as error:
+        policy.validate_alerts(settings)
+    assert error.value.reason == reason
+
+
+@pytest.mark.parametrize("days", [1, 7, 365])
+def test_forecast_days_range(days):
+    assert policy.validate_alerts(AlertSettings((), days)).forecast_days == days
+
+
+@pytest.mark.parametrize("armed, in_alarm, fire, armed_after", [
+    (True, True, True, False),      # the crossing: fire once, disarm
+    (False, True, False, False),    # still in alarm: silence
+    (False, False, False, True),    # good again: re-arm
+    (True, False, False, True),     # good and armed: nothing to say
+])
+def test_edge(armed, in_alarm, fire, armed_after):
+    assert policy.edge(armed, in_alarm) == (fire, armed_after)
+
+
+def test_edge_over_a_hovering_series_fires_once_per_crossing():
+    armed, fired = True, []
+    for balance in [150, 90, 95, 90, 99, 100, 99, 50, 200, 10]:
+        fire, armed = policy.edge(armed, balance < 100)
+        fired.append(fire)
+    assert [b for b, f in zip([150, 90, 95, 90, 99, 100, 99, 50, 200, 10], fired) if f] == [90, 99, 10]
+
+
+def test_alert_ids_are_deterministic_uuids():
+    first = policy.alert_id("tenant-1", "low_balance:tenant-1:100:7")
+    assert first == policy.alert_id("tenant-1", "low_balance:tenant-1:100:7")
+    assert uuid.UUID(first).version == 5
+    assert first != policy.alert_id("tenant-2", "low_balance:tenant-1:100:7")
+    assert first != policy.alert_id("tenant-1", "low_balance:tenant-1:100:8")
+
+
+def test_alert_key_formats():
+    assert policy.low_balance_key("t", 10_000, 7) == "low_balance:t:10000:7"
+    assert policy.exhausted_key("t", 7) == "exhausted:t:7"
+    assert policy.recharged_key("t", 8) == "recharged:t:8"
+    assert policy.blocked_key("t", 7) == "recharge_blocked:t:7"
+    assert policy.expiring_key("t", 3) == "expiring:t:3"
+
+
+# --- idempotency ------------------------------------------------------------------------------------------------
+
+def test_fingerprints_are_stable_and_discriminating():
+    base = policy.fingerprint("add_funds", {"amount": 100, "memo": "x", "reference": ""})
+    assert base == policy.fingerprint("add_funds", {"reference": "", "memo": "x", "amount": 100})   # key order
+    assert len(base) == 64 and int(base, 16) >= 0
+    assert base != policy.fingerprint("adjust", {"amount": 100, "memo": "x", "reference": ""})
+    assert base != policy.fingerprint("add_funds", {"amount": 101, "memo": "x", "reference": ""})
+    assert base != policy.fingerprint("add_funds", {"amount": "100", "memo": "x", "reference": ""})
+    assert base != policy.fingerprint("add_funds", {"amount": 100, "memo": "x"})
+    when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert policy.fingerprint("x", {"at": when}) == policy.fingerprint("x", {"at": when})   # non-JSON via str
+
+
+@pytest.mark.parametrize("key, reserved", [
+    ("activity-1", False),
+    ("graph-row-1", False),
+    ("expiry", False),
+    ("xexpiry:1", False),
+    ("recharge:1", False),                 # only ":recharge:" inside a key is the ledger's
+    ("call-1:recharge", False),
+    ("expiry:1", True),
+    ("expiry:", True),
+    ("call-1:recharge:1", True),
+    (":recharge:", True),
+    ("a:recharge:b:c", True),
+])
+def test_is_reserved_key(key, reserved):
+    assert policy.is_reserved_key(key) is reserved
+
+
+@pytest.mark.parametrize("key", ["activity-1", "19:abc@thread.v2", "x", "expiry-1", "EXPIRY:1"])
+def test_check_caller_key_accepts(key):
+    assert policy.check_caller_key(key) == key
+
+
+@pytest.mark.parametrize("key", ["", None, 7, b"key", "expiry:7", "call-1:recharge:1", "a:recharge:"])
+def test_check_caller_key_refuses(key):
+    with pytest.raises(ValueError):
+        policy.check_caller_key(key)
+
+
+def test_raisable_kinds_are_forecast_and_expiring():
+    assert policy.RAISABLE_KINDS == {"forecast", "expiring"}
+    assert policy.RAISABLE_KINDS <= {kind.value for kind in AlertKind}
+
+
+# --- roles ------------------------------------------------------------------------------------------------------
+
+BOOT = ["boot-admin"]
+
+
+@pytest.mark.parametrize("stored, user, has_admin, expected", [
+    (Role.READER, "someone", True, Role.READER),
+    (Role.ADMIN, "someone", True, Role.ADMIN),
+    (Role.READER, "boot-admin", False, Role.READER),     # a stored grant wins, even over configuration
+    (None, "boot-admin", False, Role.ADMIN),             # bootstrap admin while the tenant has no admin
+    (None, "boot-admin", True, None),                    # ... and not once it has one
+    (None, "someone", False, None),                      # deny by default
+    (None, "", False, None),
+])
+def test_effective_role(stored, user, has_admin, expected):
+    assert policy.effective_role(stored, user, account_has_admin=has_admin, bootstrap_admins=BOOT) == expected
+
+
+def test_effective_role_reads_bootstrap_admins_from_any_iterable():
+    admins = (a for a in ["x", "boot-admin"])
+    assert policy.effective_role(None, "boot-admin", account_has_admin=False, bootstrap_admins=admins) is Role.ADMIN
+
+
+@pytest.mark.parametrize("role, allowed", [
+    (Role.ADMIN, set(Capability)),
+    (Role.READER, {Capability.READ}),
+    (None, set()),
+])
+def test_allows(role, allowed):
+    assert {c for c in Capability if policy.allows(role, c)} == allowed
