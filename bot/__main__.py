@@ -1,0 +1,123 @@
+"""Command line: `python -m bot <command>` (also installed as `teams-credits-bot`).
+
+Exit codes: 0 success; 1 `verify` found problems; 2 the command could not run (bad arguments, invalid
+configuration, a store that cannot be opened or a port that cannot be bound). Errors are printed as one clear
+message on stderr, never as a traceback, and never with a secret in them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import logging
+import sys
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from aiohttp import web
+
+from storage import VerifyReport, open_ledger
+from storage.errors import LedgerError, StoreCorrupt, StoreLocked
+
+from .app import create_app
+from .logging_setup import configure_logging
+from .settings import Settings, SettingsError, check_store, load_settings, redact_url
+
+PROG = "python -m bot"
+log = logging.getLogger("bot")
+
+_BIND_ERRNOS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Microsoft Teams bot for Communications Credits. Configuration comes from the environment "
+                    "and ./.env (see .env.example).",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    commands.add_parser("serve", help="run the bot's HTTP server on HOST:PORT (default 127.0.0.1:3978)",
+                        description="Run the bot's HTTP server on HOST:PORT with the store CREDITS_STORE.")
+    verify = commands.add_parser("verify", help="check the ledger's invariants and report problems (exit 1 if any)",
+                                 description="Open the store and check every ledger invariant.")
+    verify.add_argument("--store", help="store to check instead of CREDITS_STORE (a directory, memory:// or URL)")
+    verify.add_argument("--tenant", help="check only this tenant's account")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None = None) -> int:
+    """Run the command in `argv` (default `sys.argv[1:]`) and return the exit code.
+
+    `environ` replaces the process environment and `.env` (for tests); by default both are read.
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(environ)
+    except SettingsError as exc:
+        return _fail(str(exc))
+    configure_logging(settings.log_level)
+    if args.command == "serve":
+        return serve(settings)
+    return verify(settings, store=args.store, tenant=args.tenant)
+
+
+def serve(settings: Settings) -> int:
+    """Serve until interrupted (SIGINT/SIGTERM); 2 if the store or the address cannot be used."""
+    log.info("starting", extra={"host": settings.host, "port": settings.port, "store": settings.store_display,
+                                "mode": "local (authentication off)" if settings.local_mode else "authenticated"})
+    try:
+        web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None,
+                    shutdown_timeout=10.0)
+    except (StoreLocked, StoreCorrupt) as exc:
+        return _fail(str(exc))
+    except NotImplementedError as exc:
+        return _fail(f"CREDITS_STORE {settings.store_display}: {exc}")
+    except OSError as exc:
+        if exc.errno in _BIND_ERRNOS:
+            return _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}")
+        raise
+    return 0
+
+
+def verify(settings: Settings, *, store: str | None = None, tenant: str | None = None) -> int:
+    """Print the invariant check of the store (`store` or `settings.store`, one `tenant` or all); 1 if it found
+    problems (a store too corrupt to open is one), 2 if it could not check (missing or locked store)."""
+    location = store or settings.store
+    problem = check_store(location)
+    if problem:
+        return _fail(f"{'--store' if store else 'CREDITS_STORE'}: {problem}")
+    if "://" not in location and not Path(location).is_dir():
+        return _fail(f"no store at {location} (nothing to verify)")
+    try:
+        report = asyncio.run(_verify(location, tenant))
+    except StoreCorrupt as exc:  # the store does not even open: that is the one problem to report
+        report = VerifyReport(accounts=0, entries=0, problems=(str(exc),))
+    except LedgerError as exc:  # StoreLocked, AccountNotFound for --tenant, ...
+        return _fail(str(exc))
+    except NotImplementedError as exc:
+        return _fail(f"store {redact_url(location)}: {exc}")
+    print(f"store: {redact_url(location)}")
+    print(f"accounts: {report.accounts}")
+    print(f"entries: {report.entries}")
+    print(f"problems: {len(report.problems)}")
+    for problem in report.problems:
+        print(f"  - {problem}")
+    return 0 if report.ok else 1
+
+
+async def _verify(location: str, tenant: str | None) -> VerifyReport:
+    ledger = await open_ledger(location)
+    try:
+        return await ledger.verify(tenant)
+    finally:
+        await ledger.close()
+
+
+def _fail(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""Configuration, read once at start-up into a frozen `Settings`.
+
+Names follow Bot Framework where it has one (`MicrosoftAppId`, `MicrosoftAppPassword`, `MicrosoftAppType`,
+`MicrosoftAppTenantId`); the rest are ours (DESIGN.md section 7). An empty value counts as unset, so a copied
+`.env.example` changes nothing.
+
+`Settings.from_env` is pure: it reads only the mapping it is given and reports *every* missing or malformed
+variable in one `SettingsError`, one per line. `load_settings` adds `.env` support on top. Secret values
+(`MicrosoftAppPassword`, `GRAPH_CLIENT_SECRET`, the password inside a `postgresql://` URL) never appear in a
+repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+from babel import Locale, UnknownLocaleError
+from dotenv import load_dotenv
+
+from storage.errors import InvalidCurrency
+from storage.money import normalize_currency
+
+#: Accepted `MicrosoftAppType` values, in Bot Framework's spelling (matched case-insensitively).
+APP_TYPES = ("MultiTenant", "SingleTenant", "UserAssignedMSI")
+#: App types that are bound to one tenant and so need `MicrosoftAppTenantId` (Bot Framework's rule).
+TENANT_BOUND_APP_TYPES = frozenset({"SingleTenant", "UserAssignedMSI"})
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOOPBACK_NAMES = frozenset({"localhost"})
+STORE_SCHEMES = ("memory", "postgresql", "postgres")
+
+DEFAULT_APP_TYPE = "MultiTenant"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 3978
+DEFAULT_STORE = "./data"
+DEFAULT_CURRENCY = "USD"
+DEFAULT_LOCALE = "en-US"
+DEFAULT_GRAPH_SYNC_INTERVAL = 60  # minutes
+DEFAULT_LOG_LEVEL = "INFO"
+
+LOCAL_MODE_HOST_PROBLEM = ("without MicrosoftAppId the bot runs with authentication off and only listens on "
+                           "loopback (127.0.0.1, ::1, localhost)")
+
+_SECRET_FIELDS = frozenset({"app_password", "graph_client_secret"})
+_GRAPH_VARS = ("GRAPH_TENANT_ID", "GRAPH_CLIENT_ID", "GRAPH_CLIENT_SECRET")
+
+
+class SettingsError(Exception):
+    """One or more environment variables are missing or malformed.
+
+    `problems` holds one line per variable, `"NAME: why"`; `str()` lists them all, one per line. No line ever
+    contains a secret value.
+    """
+
+    def __init__(self, problems: list[str] | tuple[str, ...]) -> None:
+        self.problems = tuple(problems)
+        count = len(self.problems)
+        header = f"invalid configuration ({count} problem{'s' if count != 1 else ''}):"
+        super().__init__("\n".join([header, *(f"  {p}" for p in self.problems)]))
+
+
+def is_loopback(host: str) -> bool:
+    """True for `localhost` and any loopback address (127.0.0.0/8, ::1)."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def redact_url(location: str) -> str:
+    """`location` with any password in its URL userinfo replaced by `***` (paths are returned unchanged)."""
+    if "://" not in location:
+        return location
+    try:
+        parts = urlsplit(location)
+        if parts.password is None:
+            return location
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = parts.username or ""
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    except ValueError:
+        return "<unparseable URL>"
+
+
+def _shown(value: str, limit: int = 40) -> str:
+    """A non-secret value quoted for an error message, cut short so a pasted blob cannot flood it."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+@dataclass(frozen=True, repr=False)
+class Settings:
+    """The bot's configuration. Build it with `from_env` (pure) or `load_settings` (with `.env`)."""
+
+    app_id: str | None = None
+    app_password: str | None = None
+    app_type: str = DEFAULT_APP_TYPE
+    app_tenant_id: str | None = None
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    store: str = DEFAULT_STORE
+    admins: tuple[str, ...] = ()
+    currency: str = DEFAULT_CURRENCY
+    locale: str = DEFAULT_LOCALE
+    graph_tenant_id: str | None = None
+    graph_client_id: str | None = None
+    graph_client_secret: str | None = None
+    graph_sync_interval: int = DEFAULT_GRAPH_SYNC_INTERVAL
+    log_level: str = DEFAULT_LOG_LEVEL
+
+    @property
+    def local_mode(self) -> bool:
+        """No app id: authentication is off, so the bot may listen on loopback only."""
+        return not self.app_id
+
+    @property
+    def graph_enabled(self) -> bool:
+        """Usage sync from Microsoft Graph is configured (all three `GRAPH_*` credentials are set)."""
+        return bool(self.graph_tenant_id and self.graph_client_id and self.graph_client_secret)
+
+    @property
+    def store_display(self) -> str:
+        """`store` safe to log: a password in a `postgresql://` URL is masked."""
+        return redact_url(self.store)
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _SECRET_FIELDS:
+                shown.append(f"{f.name}={'<hidden>' if value else None}")
+            elif f.name == "store":
+                shown.append(f"store={self.store_display!r}")
+            else:
+                shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    __str__ = __repr__
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> "Settings":
+        """Parse `environ` (only; no `.env`, no `os.environ`). Raises one `SettingsError` listing every problem."""
+        problems: list[str] = []
+
+        def get(name: str) -> str | None:
+            value = environ.get(name)
+            if value is None:
+                return None
+            value = value.strip()
+            return value or None
+
+        app_id = get("MicrosoftAppId")
+        app_password = get("MicrosoftAppPassword")
+        app_tenant_id = get("MicrosoftAppTenantId")
+
+        app_type = DEFAULT_APP_TYPE
+        raw_type = get("MicrosoftAppType")
+        if raw_type is not None:
+            match = [t for t in APP_TYPES if t.lower() == raw_type.lower()]
+            if match:
+                app_type = match[0]
+            else:
+                problems.append(f"MicrosoftAppType: must be one of {', '.join(APP_TYPES)}, got {_shown(raw_type)}")
+
+        if app_id:
+            if app_type != "UserAssignedMSI" and not app_password:
+                problems.append(f"MicrosoftAppPassword: required with MicrosoftAppId when MicrosoftAppType is "
+                                f"{app_type}")
+            if app_type in TENANT_BOUND_APP_TYPES and not app_tenant_id:
+                problems.append(f"MicrosoftAppTenantId: required when MicrosoftAppType is {app_type}")
+        else:
+            # A password without an id is almost always a misspelt id: it would silently turn authentication off.
+            if app_password:
+                problems.append("MicrosoftAppPassword: set, but MicrosoftAppId is empty (authentication would be "
+                                "off); set MicrosoftAppId or remove the password")
+            if app_tenant_id:
+                problems.append("MicrosoftAppTenantId: set, but MicrosoftAppId is empty; set MicrosoftAppId or "
+                                "remove the tenant id")
+
+        host = get("HOST") or DEFAULT_HOST
+        if not app_id and not is_loopback(host):
+            problems.append(f"HOST: {LOCAL_MODE_HOST_PROBLEM}; got {_shown(host)}")
+
+        port = _parse_int(get("PORT"), "PORT", DEFAULT_PORT, 1, 65535, problems)
+
+        store = get("CREDITS_STORE") or DEFAULT_STORE
+        store_problem = check_store(store)
+        if store_problem:
+            problems.append(f"CREDITS_STORE: {store_problem}")
+
+        admins: list[str] = []
+        for item in (get("CREDITS_ADMINS") or "").split(","):
+            item = item.strip()
+            if not item:
+                continue
+            if any(ch.isspace() for ch in item):
+                problems.append(f"CREDITS_ADMINS: {_shown(item)} contains whitespace; separate object ids with "
+                                "commas")
+            elif item not in admins:
+                admins.append(item)
+
+        currency = DEFAULT_CURRENCY
+        raw_currency = get("CREDITS_CURRENCY")
+        if raw_currency is not None:
+            try:
+                currency = normalize_currency(raw_currency)
+            except InvalidCurrency:
+                problems.append(f"CREDITS_CURRENCY: not an ISO 4217 currency code, got {_shown(raw_currency)}")
+
+        locale = DEFAULT_LOCALE
+        raw_locale = get("CREDITS_LOCALE")
+        if raw_locale is not None:
+            try:
+                locale = str(Locale.parse(raw_locale.replace("-", "_"))).replace("_", "-")
+            except (UnknownLocaleError, ValueError, TypeError):
+                problems.append(f"CREDITS_LOCALE: not a known locale (for example en-US, da-DK), got "
+                                f"{_shown(raw_locale)}")
+
+        graph = {name: get(name) for name in _GRAPH_VARS}
+        if any(graph.values()) and not all(graph.values()):
+            missing = [name for name, value in graph.items() if not value]
+            for name in missing:
+                problems.append(f"{name}: required for usage sync when any of {', '.join(_GRAPH_VARS)} is set")
+        interval = _parse_int(get("GRAPH_SYNC_INTERVAL"), "GRAPH_SYNC_INTERVAL", DEFAULT_GRAPH_SYNC_INTERVAL,
+                              1, 7 * 24 * 60, problems, unit=" minutes")
+
+        log_level = DEFAULT_LOG_LEVEL
+        raw_level = get("LOG_LEVEL")
+        if raw_level is not None:
+            if raw_level.upper() in LOG_LEVELS:
+                log_level = raw_level.upper()
+            else:
+                problems.append(f"LOG_LEVEL: must be one of {', '.join(LOG_LEVELS)}, got {_shown(raw_level)}")
+
+        if problems:
+            raise SettingsError(problems)
+        return cls(
+            app_id=app_id, app_password=app_password, app_type=app_type, app_tenant_id=app_tenant_id,
+            host=host, port=port, store=store, admins=tuple(admins), currency=currency, locale=locale,
+            graph_tenant_id=graph["GRAPH_TENANT_ID"], graph_client_id=graph["GRAPH_CLIENT_ID"],
+            graph_client_secret=graph["GRAPH_CLIENT_SECRET"], graph_sync_interval=interval, log_level=log_level,
+        )
+
+
+def _parse_int(raw: str | None, name: str, default: int, low: int, high: int, problems: list[str], *,
+               unit: str = "") -> int:
+    if raw is None:
+        return default
+    try:
+        value = int(raw, 10)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        problems.append(f"{name}: must be a whole number from {low} to {high}{unit}, got {_shown(raw)}")
+        return default
+    return value
+
+
+def check_store(store: str) -> str | None:
+    """Why `store` cannot name a ledger store, or None. Never echoes a URL (it may hold a password)."""
+    if "://" in store:
+        scheme = store.split("://", 1)[0].lower()
+        if scheme not in STORE_SCHEMES:
+            return (f"unknown scheme {_shown(scheme)}; use a directory path, memory:// or a postgresql:// URL")
+        if scheme in ("postgresql", "postgres"):
+            try:
+                parts = urlsplit(store)
+                parts.port  # noqa: B018  (parsing the port validates it)
+            except ValueError:
+                return "not a valid postgresql:// URL"
+            if not parts.hostname and not parts.path.strip("/"):
+                return "a postgresql:// URL needs a host or a database name"
+        return None
+    path = Path(store)
+    if path.exists() and not path.is_dir():
+        return f"{_shown(store)} exists and is not a directory"
+    return None
+
+
+def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: Path | None = None) -> Settings:
+    """Settings for this process.
+
+    With `environ` given, parse exactly that mapping (tests). Otherwise load `.env` from the current directory
+    (only if the file exists; variables already in the environment win) and parse `os.environ`.
+    """
+    if environ is None:
+        path = dotenv if dotenv is not None else Path.cwd() / ".env"
+        if path.is_file():
+            load_dotenv(path, override=False)
+            logging.getLogger(__name__).debug("loaded %s", path.name)
+        environ = os.environ
+    return Settings.from_env(environ)
