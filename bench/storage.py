@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from storage import FakeClock, RechargeSettings, UsageRecord  # noqa: E402
+from storage.policy import MAX_RECHARGES_PER_DAY  # noqa: E402
 from storage.tinydb_store import TinyLedger  # noqa: E402
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -37,14 +38,14 @@ def usage_rows(prefix: str, n: int, at: datetime) -> list[UsageRecord]:
 async def account_with_history(ledger: TinyLedger, tenant: str, entries: int, clock: FakeClock) -> None:
     """Realistic history: mostly usage rows, auto-recharge keeping the balance up (so lots get consumed)."""
     await ledger.open_account(tenant, "USD")
-    await ledger.set_recharge_settings(tenant, RechargeSettings(True, 50_000, 20_000, None, 10**6),
+    await ledger.set_recharge_settings(tenant, RechargeSettings(True, 50_000, 20_000, None, MAX_RECHARGES_PER_DAY),
                                        actor="bench", key="recharge")
     await ledger.add_funds(tenant, 100_000, actor="bench", key="seed")
     made = 0
     while (await ledger.get_account(tenant)).entry_count < entries:
         await ledger.record_usage_batch(tenant, usage_rows(f"h{made}", 5_000, clock()))
         made += 1
-        clock.advance(hours=6)
+        clock.advance(hours=24)  # about 22 recharges a batch: well inside the breaker's ceiling
 
 
 

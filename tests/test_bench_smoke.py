@@ -1,0 +1,18 @@
+"""The benchmarks still run (a smoke run with small sizes). Their figures are printed, never asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_storage_benchmark_runs_and_prints_a_json_summary() -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "storage.py"), "--quick"], capture_output=True,
+                          text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {"add_funds_p50_ms_at_1000", "add_funds_p50_ms_at_10000", "usage_batch_10000_rows_s"} <= set(summary)
