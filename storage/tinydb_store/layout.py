@@ -60,9 +60,9 @@ class FileSet:
             holder["s"] = files.DurableStorage(self.root / rel)
             return holder["s"]
 
+        self._evict()  # before adding: the file being opened must never be the one evicted
         db = TinyDB(storage=make_storage)  # type: ignore[arg-type]
         self._dbs[rel] = (db, holder["s"])
-        self._evict()
         return db
 
     def table(self, rel: str, name: str = DEFAULT_TABLE):  # type: ignore[no-untyped-def]
@@ -72,7 +72,9 @@ class FileSet:
         return rel in self._dbs or (self.root / rel).exists()
 
     def _evict(self) -> None:
-        while len(self._dbs) > self._max_open:
+        """Close clean files beyond `max_open`. Dirty files stay open until committed, however many there are
+        (a large usage batch may touch hundreds of chunks)."""
+        while len(self._dbs) >= self._max_open:
             for rel, (_, storage) in self._dbs.items():
                 if not storage.dirty:
                     del self._dbs[rel]
