@@ -1,7 +1,9 @@
 """Configuration, read once at start-up into a frozen `Settings`.
 
 Names follow Bot Framework where it has one (`MicrosoftAppId`, `MicrosoftAppPassword`, `MicrosoftAppType`,
-`MicrosoftAppTenantId`); the rest are ours (DESIGN.md section 7). An empty value counts as unset, so a copied
+`MicrosoftAppTenantId`, and the endpoint settings `ToBotFromChannelOpenIdMetadataUrl`,
+`ToBotFromChannelTokenIssuer`, `ToChannelFromBotLoginUrl`, `ToChannelFromBotOAuthScope`, which default to the
+public cloud); the rest are ours (DESIGN.md section 7). An empty value counts as unset, so a copied
 `.env.example` changes nothing.
 
 `Settings.from_env` is pure: it reads only the mapping it is given and reports *every* missing or malformed
@@ -17,7 +19,7 @@ import logging
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from babel import Locale, UnknownLocaleError
@@ -42,6 +44,12 @@ DEFAULT_CURRENCY = "USD"
 DEFAULT_LOCALE = "en-US"
 DEFAULT_GRAPH_SYNC_INTERVAL = 60  # minutes
 DEFAULT_LOG_LEVEL = "INFO"
+#: Bot Framework's public-cloud endpoints (the defaults of the settings of the same names).
+DEFAULT_OPENID_METADATA_URL = "https://login.botframework.com/v1/.well-known/openidconfiguration"
+DEFAULT_TOKEN_ISSUER = "https://api.botframework.com"
+DEFAULT_OAUTH_SCOPE = "https://api.botframework.com/.default"
+PUBLIC_CLOUD_LOGIN = "https://login.microsoftonline.com"
+MULTI_TENANT_LOGIN_URL = f"{PUBLIC_CLOUD_LOGIN}/botframework.com"
 
 LOCAL_MODE_HOST_PROBLEM = ("without MicrosoftAppId the bot runs with authentication off and only listens on "
                            "loopback (127.0.0.1, ::1, localhost)")
@@ -113,6 +121,11 @@ class Settings:
     graph_client_secret: str | None = None
     graph_sync_interval: int = DEFAULT_GRAPH_SYNC_INTERVAL
     log_level: str = DEFAULT_LOG_LEVEL
+    to_bot_from_channel_openid_metadata_url: str = DEFAULT_OPENID_METADATA_URL
+    to_bot_from_channel_token_issuer: str = DEFAULT_TOKEN_ISSUER
+    #: `ToChannelFromBotLoginUrl` as configured; None derives it from the app type (see `outbound_authority`).
+    to_channel_from_bot_login_url: str | None = None
+    to_channel_from_bot_oauth_scope: str = DEFAULT_OAUTH_SCOPE
 
     @property
     def local_mode(self) -> bool:
@@ -123,6 +136,17 @@ class Settings:
     def graph_enabled(self) -> bool:
         """Usage sync from Microsoft Graph is configured (all three `GRAPH_*` credentials are set)."""
         return bool(self.graph_tenant_id and self.graph_client_id and self.graph_client_secret)
+
+    @property
+    def outbound_authority(self) -> str:
+        """The msal authority for bot-to-channel tokens: `ToChannelFromBotLoginUrl` if set, else Bot Framework's
+        default for the app type (`.../botframework.com` for MultiTenant, `.../{MicrosoftAppTenantId}` for a
+        tenant-bound app)."""
+        if self.to_channel_from_bot_login_url:
+            return self.to_channel_from_bot_login_url
+        if self.app_type in TENANT_BOUND_APP_TYPES and self.app_tenant_id:
+            return f"{PUBLIC_CLOUD_LOGIN}/{self.app_tenant_id}"
+        return MULTI_TENANT_LOGIN_URL
 
     @property
     def store_display(self) -> str:
@@ -238,6 +262,13 @@ class Settings:
             else:
                 problems.append(f"LOG_LEVEL: must be one of {', '.join(LOG_LEVELS)}, got {_shown(raw_level)}")
 
+        metadata_url = _url_setting(get, "ToBotFromChannelOpenIdMetadataUrl", DEFAULT_OPENID_METADATA_URL, problems,
+                                    https_only=True)
+        issuer = _url_setting(get, "ToBotFromChannelTokenIssuer", DEFAULT_TOKEN_ISSUER, problems)
+        login_url = _url_setting(get, "ToChannelFromBotLoginUrl", None, problems, https_only=True,
+                                 loopback_http=False, tenant_path=True)
+        scope = _url_setting(get, "ToChannelFromBotOAuthScope", DEFAULT_OAUTH_SCOPE, problems, any_scheme=True)
+
         if problems:
             raise SettingsError(problems)
         return cls(
@@ -245,6 +276,8 @@ class Settings:
             host=host, port=port, store=store, admins=tuple(admins), currency=currency, locale=locale,
             graph_tenant_id=graph["GRAPH_TENANT_ID"], graph_client_id=graph["GRAPH_CLIENT_ID"],
             graph_client_secret=graph["GRAPH_CLIENT_SECRET"], graph_sync_interval=interval, log_level=log_level,
+            to_bot_from_channel_openid_metadata_url=metadata_url, to_bot_from_channel_token_issuer=issuer,
+            to_channel_from_bot_login_url=login_url, to_channel_from_bot_oauth_scope=scope,
         )
 
 
@@ -260,6 +293,51 @@ def _parse_int(raw: str | None, name: str, default: int, low: int, high: int, pr
         problems.append(f"{name}: must be a whole number from {low} to {high}{unit}, got {_shown(raw)}")
         return default
     return value
+
+
+def _url_setting(get: Callable[[str], str | None], name: str, default: str | None, problems: list[str], *,
+                 https_only: bool = False, loopback_http: bool = True, tenant_path: bool = False,
+                 any_scheme: bool = False) -> str | None:
+    """The URL in `name` (or `default`), with a problem recorded if it is not an acceptable absolute URL.
+
+    `https_only`: https, or http to a loopback host if `loopback_http` (test fakes); otherwise http or https.
+    `tenant_path`: the path must name a tenant (msal's rule for an authority). `any_scheme`: any `scheme://host`
+    (an OAuth scope such as `api://...`). The value is kept as given (an issuer is compared exactly), except
+    that a tenant path loses its trailing slash.
+    """
+    raw = get(name)
+    if raw is None:
+        return default
+    why = check_url(raw, https_only=https_only, loopback_http=loopback_http, tenant_path=tenant_path,
+                    any_scheme=any_scheme)
+    if why:
+        problems.append(f"{name}: {why}, got {_shown(redact_url(raw), 80)}")
+        return default
+    return raw.rstrip("/") if tenant_path else raw
+
+
+def check_url(value: str, *, https_only: bool = False, loopback_http: bool = True, tenant_path: bool = False,
+              any_scheme: bool = False) -> str | None:
+    """Why `value` is not an acceptable URL for a Bot Framework endpoint setting, or None."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (parsing the port validates it)
+    except ValueError:
+        return "not a valid URL"
+    if any(ch.isspace() for ch in value) or not parts.scheme or not parts.netloc or not parts.hostname:
+        return "must be an absolute URL (scheme://host/...)"
+    if parts.username is not None or parts.password is not None:
+        return "must not contain user information"
+    scheme = parts.scheme.lower()
+    if not any_scheme:
+        if scheme not in ("http", "https"):
+            return "must be an http(s) URL"
+        if https_only and scheme != "https" and not (loopback_http and is_loopback(parts.hostname)):
+            return ("must be an https URL (http is accepted for loopback hosts only)" if loopback_http
+                    else "must be an https URL")
+    if tenant_path and not parts.path.strip("/"):
+        return "must name a tenant in its path (e.g. https://login.microsoftonline.com/botframework.com)"
+    return None
 
 
 def check_store(store: str) -> str | None:

@@ -7,6 +7,8 @@ import pytest
 from tests.backends import BACKENDS, open_backend
 from storage.clock import FakeClock
 
+pytest_plugins = ["tests.fakes.fixtures"]
+
 
 @pytest.fixture
 def clock() -> FakeClock:

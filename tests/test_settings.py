@@ -193,3 +193,90 @@ def test_an_explicit_environ_ignores_dotenv(tmp_path, monkeypatch) -> None:
     (tmp_path / ".env").write_text("PORT=4000\n")
     monkeypatch.chdir(tmp_path)
     assert load_settings({}).port == 3978
+
+
+# -- Bot Framework endpoints (ToBotFromChannel*, ToChannelFromBot*) ---------------------------------------------
+
+
+def test_bot_framework_endpoints_default_to_the_public_cloud() -> None:
+    s = Settings.from_env({})
+    assert s.to_bot_from_channel_openid_metadata_url == \
+        "https://login.botframework.com/v1/.well-known/openidconfiguration"
+    assert s.to_bot_from_channel_token_issuer == "https://api.botframework.com"
+    assert s.to_channel_from_bot_login_url is None
+    assert s.to_channel_from_bot_oauth_scope == "https://api.botframework.com/.default"
+    assert s.outbound_authority == "https://login.microsoftonline.com/botframework.com"
+
+
+def test_a_single_tenant_bot_logs_in_to_its_tenant() -> None:
+    s = Settings.from_env(PRODUCTION)
+    assert s.outbound_authority == f"https://login.microsoftonline.com/{PRODUCTION['MicrosoftAppTenantId']}"
+    multi = Settings.from_env({**PRODUCTION, "MicrosoftAppType": "MultiTenant"})
+    assert multi.outbound_authority == "https://login.microsoftonline.com/botframework.com"
+
+
+def test_bot_framework_endpoints_can_be_overridden() -> None:
+    env = {
+        **PRODUCTION,
+        "ToBotFromChannelOpenIdMetadataUrl": "https://login.botframework.azure.us/v1/.well-known/openidconfiguration",
+        "ToBotFromChannelTokenIssuer": "https://api.botframework.us",
+        "ToChannelFromBotLoginUrl": "https://login.microsoftonline.us/MicrosoftServices.onmicrosoft.com/",
+        "ToChannelFromBotOAuthScope": "https://api.botframework.us/.default",
+    }
+    s = Settings.from_env(env)
+    assert s.to_bot_from_channel_openid_metadata_url == env["ToBotFromChannelOpenIdMetadataUrl"]
+    assert s.to_bot_from_channel_token_issuer == "https://api.botframework.us"
+    assert s.outbound_authority == "https://login.microsoftonline.us/MicrosoftServices.onmicrosoft.com"
+    assert s.to_channel_from_bot_oauth_scope == "https://api.botframework.us/.default"
+
+
+def test_an_issuer_is_kept_exactly() -> None:
+    s = Settings.from_env({"ToBotFromChannelTokenIssuer": "https://sts.windows.net/tenant-id/"})
+    assert s.to_bot_from_channel_token_issuer == "https://sts.windows.net/tenant-id/"
+
+
+def test_loopback_endpoints_for_test_fakes() -> None:
+    s = Settings.from_env({
+        "ToBotFromChannelOpenIdMetadataUrl": "http://127.0.0.1:8080/v1/.well-known/openidconfiguration",
+        "ToChannelFromBotLoginUrl": "https://127.0.0.1:8443/botframework.com",
+    })
+    assert s.to_bot_from_channel_openid_metadata_url.startswith("http://127.0.0.1:8080/")
+    assert s.outbound_authority == "https://127.0.0.1:8443/botframework.com"
+
+
+@pytest.mark.parametrize("name, value, why", [
+    ("ToBotFromChannelOpenIdMetadataUrl", "http://login.botframework.com/v1/.well-known/openidconfiguration",
+     "must be an https URL (http is accepted for loopback hosts only)"),
+    ("ToBotFromChannelOpenIdMetadataUrl", "login.botframework.com/v1", "must be an absolute URL"),
+    ("ToBotFromChannelOpenIdMetadataUrl", "https://user:pw@login.botframework.com/x", "must not contain user"),
+    ("ToBotFromChannelTokenIssuer", "api.botframework.com", "must be an absolute URL"),
+    ("ToBotFromChannelTokenIssuer", "ftp://api.botframework.com", "must be an http(s) URL"),
+    ("ToChannelFromBotLoginUrl", "https://login.microsoftonline.com", "must name a tenant in its path"),
+    ("ToChannelFromBotLoginUrl", "http://127.0.0.1:8443/botframework.com", "must be an https URL"),
+    ("ToChannelFromBotLoginUrl", "https://login.microsoftonline.com:99999/x", "not a valid URL"),
+    ("ToChannelFromBotOAuthScope", "api.botframework.com/.default", "must be an absolute URL"),
+])
+def test_malformed_bot_framework_endpoints(name, value, why) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({name: value})
+    [problem] = caught.value.problems
+    assert problem.startswith(f"{name}: {why}")
+
+
+def test_a_password_in_an_endpoint_url_is_not_echoed() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"ToBotFromChannelOpenIdMetadataUrl": f"https://u:{PASSWORD}@login.example/x"})
+    assert PASSWORD not in str(caught.value) and "u:***@login.example" in str(caught.value)
+
+
+def test_every_bot_framework_endpoint_problem_is_reported_at_once() -> None:
+    env = {"ToBotFromChannelOpenIdMetadataUrl": "x", "ToBotFromChannelTokenIssuer": "y",
+           "ToChannelFromBotLoginUrl": "z", "ToChannelFromBotOAuthScope": "w"}
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env)
+    assert [p.split(":", 1)[0] for p in caught.value.problems] == list(env)
+
+
+def test_a_scope_may_use_another_scheme() -> None:
+    assert Settings.from_env({"ToChannelFromBotOAuthScope": "api://my-bot/.default"}).to_channel_from_bot_oauth_scope \
+        == "api://my-bot/.default"

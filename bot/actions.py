@@ -1,0 +1,357 @@
+"""What the bot does for a chat command: plain async functions over our own types, no botbuilder.
+
+A `Turn` is what the handler read from an activity; `Actions.handle_text` parses the text (`bot.commands`),
+checks the caller's role for the capability the parsed form needs (deny by default), runs it against the
+tenant's own account, and returns a `Reply`. Every mutation is keyed by the activity id, so a Teams retry of
+the same message changes nothing and gets the same answer.
+
+Errors: a `LedgerError` is an expected outcome and gets its own polite sentence; anything else is a crash,
+logged with an incident id, and the user gets only that id (never the exception's text).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
+
+from storage import (AlertKind, AlertSettings, ConversationRef, EntryKind, Ledger, LedgerError, NotFound,
+                     RechargeSettings, Role)
+from storage.clock import Clock, utc_now
+from storage.forecast import forecast
+from storage.policy import allows, effective_role
+
+from . import commands
+from .commands import Invocation, Mention, ParseFailure
+from .i18n import (denied_key, format_date, format_list, format_money, format_money_list, language_for,
+                   ledger_error_message, resolve_locale, t)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """An inbound activity as the actions see it."""
+
+    tenant_id: str
+    user_id: str            # Entra object id (opaque), "" when Teams did not send one
+    user_name: str
+    conversation_id: str
+    conversation_type: str  # "personal", "groupChat" or "channel"
+    locale: str
+    activity_id: str
+    service_url: str
+    text: str               # with the bot's own @mention removed
+    mentions: tuple[Mention, ...] = ()
+    value: Mapping[str, Any] | None = None
+    received_at: datetime = datetime.min.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    card: dict[str, Any] | None = None
+
+
+class MemberDirectory(Protocol):
+    """Looks up the Entra object id of a conversation member (for `grant @user`)."""
+
+    async def aad_object_id(self, service_url: str, conversation_id: str, member_id: str) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    turn: Turn
+    language: str
+    locale: str        # a tag such as "en-US" or "da-DK": amounts are read and money is written in it
+    currency: str
+    role: Role | None
+
+    def money(self, minor: int) -> str:
+        return format_money(minor, self.currency, self.locale)
+
+    def text(self, key: str, **params: Any) -> str:
+        return t(key, self.language, **params)
+
+    def say(self, key: str, **params: Any) -> Reply:
+        return Reply(self.text(key, **params))
+
+
+class Actions:
+    def __init__(self, ledger: Ledger, *, bootstrap_admins: Sequence[str], default_currency: str,
+                 fallback_locale: str, members: MemberDirectory | None = None, clock: Clock = utc_now) -> None:
+        self._ledger = ledger
+        self._bootstrap = tuple(bootstrap_admins)
+        self._currency = default_currency
+        self._fallback = fallback_locale
+        self._members = members
+        self._clock = clock
+        self._handlers: Mapping[str, Callable[[_Ctx, Mapping[str, Any]], Awaitable[Reply]]] = {
+            "help": self._help, "balance": self._balance, "add": self._add, "recharge": self._recharge,
+            "alerts": self._alerts, "history": self._history, "usage": self._usage, "forecast": self._forecast,
+            "subscribe": self._subscribe, "unsubscribe": self._unsubscribe, "roles": self._roles,
+            "grant": self._grant, "revoke": self._revoke, "whoami": self._whoami, "currency": self._currency_cmd,
+        }
+        missing = {c.name for c in commands.COMMANDS} ^ set(self._handlers)
+        if missing:
+            raise RuntimeError(f"commands and handlers disagree: {sorted(missing)}")
+
+    # --- entry points -----------------------------------------------------------------------------------------
+    async def remember_conversation(self, turn: Turn, reference: Mapping[str, Any]) -> bool:
+        """First contact opens the tenant's account (in the default currency, changeable before the first
+        entry); every activity saves the conversation reference. True if the conversation is new."""
+        await self._ledger.open_account(turn.tenant_id, self._currency)
+        known = await self._ledger.conversation(turn.tenant_id, turn.conversation_id)
+        await self._ledger.save_conversation(ConversationRef(turn.conversation_id, turn.tenant_id, dict(reference),
+                                                             self._clock()))
+        return known is None
+
+    async def safely(self, action: Callable[[Turn], Awaitable[Reply]], turn: Turn) -> Reply:
+        """Run an action; a crash becomes an incident id in the log and in the reply, nothing more."""
+        try:
+            return await action(turn)
+        except Exception:
+            incident = uuid.uuid4().hex[:12]
+            log.exception("incident %s: %s failed (tenant %s, activity %s)", incident,
+                          getattr(action, "__name__", "action"), turn.tenant_id, turn.activity_id)
+            return Reply(t("error.crash", language_for(turn.locale, self._fallback), incident=incident))
+
+    def no_tenant_text(self, locale: str | None) -> str:
+        return t("error.no_tenant", language_for(locale, self._fallback))
+
+    async def welcome(self, turn: Turn) -> Reply:
+        ctx = await self._context(turn)
+        return Reply(ctx.text("welcome") + "\n\n" + commands.help_text(ctx.language, role=ctx.role))
+
+    async def handle_text(self, turn: Turn) -> Reply:
+        ctx = await self._context(turn)
+        parsed = commands.parse(turn.text, currency=ctx.currency, locale=ctx.locale, mentions=turn.mentions)
+        if isinstance(parsed, ParseFailure):
+            return ctx.say(parsed.message_key, **parsed.params)
+        if parsed.capability is not None and not allows(ctx.role, parsed.capability):
+            return ctx.say(denied_key(parsed.capability))
+        try:
+            return await self._handlers[parsed.command.name](ctx, parsed.args)
+        except LedgerError as error:
+            return Reply(ledger_error_message(error, ctx.language, currency=ctx.currency, locale=ctx.locale))
+
+    async def _context(self, turn: Turn) -> _Ctx:
+        account = await self._ledger.get_account(turn.tenant_id)
+        grants = await self._ledger.roles(turn.tenant_id)
+        stored = next((g.role for g in grants if g.user_id == turn.user_id), None) if turn.user_id else None
+        role = effective_role(stored, turn.user_id, account_has_admin=any(g.role is Role.ADMIN for g in grants),
+                              bootstrap_admins=self._bootstrap)
+        return _Ctx(turn, language_for(turn.locale, self._fallback), resolve_locale(turn.locale, self._fallback),
+                    account.currency, role)
+
+    # --- commands ---------------------------------------------------------------------------------------------
+    async def _help(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
+        return Reply(commands.help_text(ctx.language, role=ctx.role))
+
+    async def _balance(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
+        tenant = ctx.turn.tenant_id
+        account = await self._ledger.get_account(tenant)
+        recharge = await self._ledger.recharge_settings(tenant)
+        lines = [ctx.text("balance.reply", balance=ctx.money(account.balance))]
+        if account.balance < 0:
+            lines.append(ctx.text("balance.below_zero"))
+        lines.append(ctx.text("balance.recharge_on", amount=ctx.money(recharge.amount),
+                              trigger=ctx.money(recharge.trigger)) if recharge.enabled
+                     else ctx.text("balance.recharge_off"))
+        now = self._clock()
+        soon = [lot for lot in await self._ledger.lots(tenant) if lot.expires_at <= now + timedelta(days=30)]
+        if soon:
+            lines.append(ctx.text("balance.expiring", amount=ctx.money(sum(l.remaining for l in soon)),
+                                  date=format_date(min(l.expires_at for l in soon), ctx.locale)))
+        return Reply("\n\n".join(lines))
+
+    def _recharge_lines(self, ctx: _Ctx, r: RechargeSettings, headline: str) -> str:
+        if not r.enabled and r.amount == 0:
+            return ctx.text("recharge.not_set")
+        lines = [ctx.text(headline, amount=ctx.money(r.amount), trigger=ctx.money(r.trigger))]
+        lines.append(ctx.text("recharge.cap", cap=ctx.money(r.monthly_cap)) if r.monthly_cap is not None
+                     else ctx.text("recharge.no_cap"))
+        lines.append(ctx.text("recharge.breaker", max_per_day=r.max_per_day))
+        return "\n\n".join(lines)
+
+    async def _add(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
+        posting = await self._ledger.add_funds(ctx.turn.tenant_id, args["amount"], actor=ctx.turn.user_id,
+                                               key=ctx.turn.activity_id, memo=args.get("memo", ""))
+        return ctx.say("add.replayed" if posting.replayed else "add.done", amount=ctx.money(posting.entry.amount),
+                       balance=ctx.money(posting.balance))
+
+    async def _recharge(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
+        tenant = ctx.turn.tenant_id
+        current = await self._ledger.recharge_settings(tenant)
+        if not args:
+            return Reply(self._recharge_lines(ctx, current, "recharge.on" if current.enabled else "recharge.off"))
+        if "enabled" in args:
+            if args["enabled"] and current.amount == 0:
+                return ctx.say("recharge.not_set")
+            wanted = replace(current, enabled=args["enabled"])
+        else:
+            wanted = replace(current, enabled=True, amount=args["amount"], trigger=args["trigger"],
+                             monthly_cap=args.get("cap"))
+        change = await self._ledger.set_recharge_settings(tenant, wanted, actor=ctx.turn.user_id,
+                                                          key=ctx.turn.activity_id)
+        saved = RechargeSettings.from_dict(change.value)
+        if not saved.enabled:
+            return ctx.say("recharge.disabled")
+        return Reply(self._recharge_lines(ctx, saved, "recharge.enabled" if "enabled" in args else "recharge.saved"))
+
+    async def _alerts(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
+        tenant = ctx.turn.tenant_id
+        current = await self._ledger.alert_settings(tenant)
+        lines: list[str] = []
+        if "thresholds" in args:
+            change = await self._ledger.set_alert_settings(
+                tenant, replace(current, thresholds=tuple(args["thresholds"])), actor=ctx.turn.user_id,
+                key=ctx.turn.activity_id)
+            current = AlertSettings.from_dict(change.value)
+            lines.append(ctx.text("alerts.saved", thresholds=format_money_list(current.thresholds, ctx.currency,
+                                                                              ctx.locale))
+                         if current.thresholds else ctx.text("alerts.cleared"))
+        elif current.thresholds:
+            lines.append(ctx.text("alerts.list", thresholds=format_money_list(current.thresholds, ctx.currency,
+                                                                             ctx.locale)))
+        else:
+            lines.append(ctx.text("alerts.none"))
+        subs = [s for s in await self._ledger.subscriptions(tenant) if s.enabled]
+        if subs:
+            places = [f"{self._place(ctx, s.conversation_id)} ({', '.join(ctx.text(f'alert_kind.{k.value}') for k in s.kinds)})"
+                      for s in subs]
+            lines.append(ctx.text("alerts.destinations", destinations="; ".join(places)))
+        else:
+            lines.append(ctx.text("alerts.no_destinations"))
+        return Reply("\n\n".join(lines))
+
+    def _place(self, ctx: _Ctx, conversation_id: str) -> str:
+        return ctx.text("label.this_conversation") if conversation_id == ctx.turn.conversation_id else conversation_id
+
+    async def _history(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
+        n = args.get("n", commands.HISTORY_DEFAULT)
+        page = await self._ledger.history(ctx.turn.tenant_id, limit=n)
+        if not page.items:
+            return ctx.say("history.empty")
+        lines = [ctx.text("history.line_memo" if e.memo else "history.line", date=format_date(e.at, ctx.locale),
+                          kind=ctx.text(f"kind.{e.kind.value}"), amount=ctx.money(e.amount),
+                          balance=ctx.money(e.balance_after), memo=e.memo)
+                 for e in page.items]
+        text = ctx.text("history.header", count=len(lines)) + "\n\n" + "\n\n".join(lines)
+        if page.older is not None and n < commands.HISTORY_MAX:
+            text += "\n\n" + ctx.text("history.more", n=min(n * 2, commands.HISTORY_MAX), max=commands.HISTORY_MAX)
+        return Reply(text)
+
+    async def _usage(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
+        now = self._clock()
+        period = args.get("period", commands.USAGE_DEFAULT)
+        start = (now.replace(day=1, hour=0, minute=0, second=0, microsecond=0) if period == "month"
+                 else now - timedelta(days=7 if period == "7d" else 30))
+        label = ctx.text(f"period.{period}")
+        entries = [e for e in await self._ledger.entries_since(ctx.turn.tenant_id, start)
+                   if e.kind is EntryKind.USAGE]
+        if not entries:
+            return ctx.say("usage.none", period=label)
+        by_type: Counter[str] = Counter()
+        by_user: defaultdict[str, int] = defaultdict(int)
+        for e in entries:
+            by_type[str(e.details.get("call_type") or "-")] += -e.amount
+            by_user[str(e.details.get("user_name") or e.details.get("user_id") or "-")] += -e.amount
+        lines = [ctx.text("usage.total", period=label, total=ctx.money(sum(by_type.values())), count=len(entries)),
+                 ctx.text("usage.by_type")]
+        lines += [ctx.text("usage.line", name=name, amount=ctx.money(v)) for name, v in by_type.most_common()]
+        lines.append(ctx.text("usage.by_user"))
+        lines += [ctx.text("usage.line", name=name, amount=ctx.money(v))
+                  for name, v in sorted(by_user.items(), key=lambda kv: -kv[1])[:5]]
+        return Reply("\n\n".join(lines))
+
+    async def _forecast(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
+        tenant = ctx.turn.tenant_id
+        now = self._clock()
+        account = await self._ledger.get_account(tenant)
+        recharge = await self._ledger.recharge_settings(tenant)
+        entries = await self._ledger.entries_since(tenant, now - timedelta(days=30))
+        f = forecast(entries, balance=account.balance, now=now,
+                     trigger=recharge.trigger if recharge.enabled else None)
+        if f.daily_burn == 0:
+            return ctx.say("forecast.no_usage", days=f.window_days)
+        lines = [ctx.text("forecast.burn", daily=ctx.money(f.daily_burn), days=f.window_days)]
+        if f.next_recharge_on is not None:
+            lines.append(ctx.text("forecast.next_recharge", amount=ctx.money(recharge.amount),
+                                  date=format_date(f.next_recharge_on, ctx.locale)))
+        elif f.zero_on is not None:
+            lines.append(ctx.text("forecast.zero", date=format_date(f.zero_on, ctx.locale)))
+        return Reply("\n\n".join(lines))
+
+    async def _subscribe(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
+        kinds = tuple(args.get("kinds") or tuple(AlertKind))
+        await self._ledger.subscribe(ctx.turn.tenant_id, ctx.turn.conversation_id, kinds, actor=ctx.turn.user_id,
+                                     key=ctx.turn.activity_id)
+        names = [ctx.text(f"alert_kind.{k.value}") for k in AlertKind if k in kinds]
+        return ctx.say("subscribe.done", kinds=format_list(names, ctx.locale))
+
+    async def _unsubscribe(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
+        await self._ledger.unsubscribe(ctx.turn.tenant_id, ctx.turn.conversation_id, actor=ctx.turn.user_id,
+                                       key=ctx.turn.activity_id)
+        return ctx.say("unsubscribe.done")
+
+    async def _roles(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
+        grants = await self._ledger.roles(ctx.turn.tenant_id)
+        if not grants:
+            return Reply(ctx.text("roles.none") + "\n\n" + ctx.text("roles.bootstrap"))
+        lines = [ctx.text("roles.header")] + [ctx.text("roles.line", name=g.display_name or g.user_id,
+                                                       role=ctx.text(f"role.{g.role.value}")) for g in grants]
+        return Reply("\n\n".join(lines))
+
+    async def _resolve(self, ctx: _Ctx, user: Mention | str) -> tuple[str, str] | None:
+        """(Entra object id, display name) of a mentioned or typed user; None when Teams can't tell us."""
+        if isinstance(user, str):
+            return user, user
+        if user.aad_object_id:
+            return user.aad_object_id, user.name
+        if self._members is not None:
+            found = await self._members.aad_object_id(ctx.turn.service_url, ctx.turn.conversation_id, user.user_id)
+            if found:
+                return found, user.name
+        return None
+
+    async def _grant(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
+        who = await self._resolve(ctx, args["user"])
+        if who is None:
+            return ctx.say("grant.no_object_id", name=args["user"].name)
+        user_id, name = who
+        await self._ledger.grant_role(ctx.turn.tenant_id, user_id, args["role"], actor=ctx.turn.user_id,
+                                      key=ctx.turn.activity_id, display_name=name)
+        return ctx.say("grant.done", name=name, role=ctx.text(f"role.{args['role'].value}"))
+
+    async def _revoke(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
+        who = await self._resolve(ctx, args["user"])
+        if who is None:
+            return ctx.say("grant.no_object_id", name=args["user"].name)
+        user_id, name = who
+        try:
+            await self._ledger.revoke_role(ctx.turn.tenant_id, user_id, actor=ctx.turn.user_id,
+                                           key=ctx.turn.activity_id)
+        except NotFound:
+            return ctx.say("error.not_found.role", name=name)
+        return ctx.say("revoke.done", name=name)
+
+    async def _whoami(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
+        name, user_id = ctx.turn.user_name or "-", ctx.turn.user_id or "-"
+        if ctx.role is None:
+            return ctx.say("whoami.no_role", name=name, user_id=user_id)
+        text = ctx.text("whoami.reply", name=name, user_id=user_id, role=ctx.text(f"role.{ctx.role.value}"))
+        grants = await self._ledger.roles(ctx.turn.tenant_id)
+        if not any(g.user_id == ctx.turn.user_id for g in grants):
+            text += "\n\n" + ctx.text("whoami.bootstrap")
+        return Reply(text)
+
+    async def _currency_cmd(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
+        if "code" not in args:
+            return ctx.say("currency.show", currency=ctx.currency)
+        await self._ledger.set_currency(ctx.turn.tenant_id, args["code"], actor=ctx.turn.user_id,
+                                        key=ctx.turn.activity_id)
+        return ctx.say("currency.changed", currency=args["code"])
