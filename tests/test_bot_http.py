@@ -1,0 +1,266 @@
+"""The bot over HTTP, as Teams talks to it: the real aiohttp app, real TinyDB files, a fake Bot Connector on
+loopback that records the replies, and (in the authenticated tests) real JWT validation against signing keys
+served from a thread and outbound tokens from the real msal flow against a fake token endpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import LEDGER, create_app
+from bot.i18n import t
+from bot.settings import Settings
+from storage import Role
+from tests import teams
+from tests.fakes.connector import FakeConnector
+from tests.fakes.identity import FakeIdentity
+
+ADMIN = "00000000-0000-0000-0000-0000000000020"     # Alex Wilber, the Playground's default user (not a GUID)
+READER = "5f0c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b"
+STRANGER = "9e8d7c6b-5a49-4838-a7b6-c5d4e3f2a1b0"
+ALEX = teams.user(ADMIN, "Alex Wilber")
+MEGAN = teams.user(READER, "Megan Bowen")
+NOBODY = teams.user(STRANGER, "Nestor Wilke")
+
+
+class Chat:
+    """One bot app and the fake connector it replies to."""
+
+    def __init__(self, client: Any, connector: FakeConnector, token: Any = None) -> None:
+        self.client = client
+        self.connector = connector
+        self._token = token
+
+    @property
+    def ledger(self):  # type: ignore[no-untyped-def]
+        return self.client.app[LEDGER]
+
+    async def post(self, activity: dict[str, Any], *, headers: dict[str, str] | None = None) -> Any:
+        hdrs = {"Content-Type": "application/json", **(headers or {})}
+        if self._token is not None and "Authorization" not in hdrs:
+            hdrs["Authorization"] = f"Bearer {self._token(activity)}"
+        return await self.client.post("/api/messages", data=json.dumps(activity), headers=hdrs)
+
+    async def say(self, text: str, *, sender: dict[str, Any] = ALEX, **kwargs: Any) -> str:
+        """Send a message; return the text of the bot's reply to it (exactly one reply expected)."""
+        activity = teams.message(text, service_url=self.connector.service_url, sender=sender, **kwargs)
+        before = len(self.connector.activities())
+        response = await self.post(activity)
+        assert response.status == 200, await response.text()
+        replies = self.connector.activities()[before:]
+        assert len(replies) == 1, replies
+        assert replies[0]["replyToId"] == activity["id"]
+        return replies[0]["text"]
+
+
+def settings_for(tmp_path: Path, **extra: str) -> Settings:
+    return Settings.from_env({"CREDITS_STORE": str(tmp_path / "store"), "CREDITS_ADMINS": ADMIN, **extra})
+
+
+@pytest.fixture
+async def chat(tmp_path: Path, fake_connector: FakeConnector, aiohttp_client: Any) -> Chat:
+    """Local mode: no app id, authentication off (as with the Playground)."""
+    client = await aiohttp_client(create_app(settings_for(tmp_path)))
+    return Chat(client, fake_connector)
+
+
+@pytest.fixture
+async def secure_chat(tmp_path: Path, fake_connector: FakeConnector, identity: FakeIdentity,
+                      aiohttp_client: Any) -> Chat:
+    """Authentication on: tokens minted by the fake identity server, validated for real."""
+    settings = settings_for(tmp_path, **identity.settings_env(app_id=teams.BOT_APP_ID))
+    identity.add_client(teams.BOT_APP_ID, settings.app_password or "")
+    client = await aiohttp_client(create_app(settings, msal_http_client=identity.requests_session()))
+    return Chat(client, fake_connector,
+                token=lambda a: identity.issue_token(app_id=teams.BOT_APP_ID, service_url=a["serviceUrl"]))
+
+
+# ==== a conversation ============================================================================================
+
+async def test_a_personal_chat_adds_funds_and_reads_the_balance(chat: Chat) -> None:
+    assert "$0.00" in await chat.say("balance")
+    assert await chat.say("add 250 Q3 top-up") == "Added $250.00. The balance is now $250.00."
+    assert "$250.00" in await chat.say("balance")
+    history = await chat.say("history")
+    assert "Funds added" in history and "Q3 top-up" in history
+    entries = await chat.ledger.history(teams.TENANT)
+    assert [(e.amount, e.actor, e.memo) for e in entries] == [(25000, ADMIN, "Q3 top-up")]
+
+
+async def test_a_channel_message_with_the_bots_mention_is_understood(chat: Chat) -> None:
+    reply = await chat.say("add 10", scope="channel")
+    assert reply == "Added $10.00. The balance is now $10.00."
+    refs = await chat.ledger.conversations(teams.TENANT)
+    assert [r.conversation_id for r in refs] == [teams.conversation("channel")["id"]]
+    assert refs[0].reference["conversation"]["id"] == teams.conversation("channel")["id"]
+
+
+async def test_a_group_chat_works_too(chat: Chat) -> None:
+    assert "$0.00" in await chat.say("balance", scope="groupChat")
+
+
+async def test_a_teams_retry_of_the_same_message_adds_nothing_twice(chat: Chat) -> None:
+    first = await chat.say("add 25", activity_id="retry-me")
+    again = await chat.say("add 25", activity_id="retry-me")
+    assert first == "Added $25.00. The balance is now $25.00."
+    assert again.startswith("That was already done")
+    assert (await chat.ledger.get_account(teams.TENANT)).balance == 2500
+
+
+async def test_auto_recharge_and_alert_thresholds_through_chat(chat: Chat) -> None:
+    assert (await chat.say("recharge 50 below 20 cap 500")).startswith("Saved: $50.00 is added when the balance is below $20.00.")
+    assert "$500.00" in await chat.say("recharge")
+    assert "Auto-recharge is now off" in await chat.say("recharge off")
+    assert (await chat.say("recharge on")).startswith("Auto-recharge is now on")
+    assert "$100.00" in await chat.say("alerts 100, 25")
+    settings = await chat.ledger.alert_settings(teams.TENANT)
+    assert settings.thresholds == (10000, 2500)
+
+
+async def test_bad_amounts_get_their_own_answer_and_change_nothing(chat: Chat) -> None:
+    answers = {text: await chat.say(text) for text in
+               ("add -5", "add 0", "add NaN", "add 1.234", "add 99999999999", "add €50", "add ١٢٣", "add 1,25,0")}
+    assert len(set(answers.values())) == len(answers), answers     # each its own explanation
+    for text, answer in answers.items():
+        assert "Incident" not in answer and "Traceback" not in answer, (text, answer)
+    assert (await chat.ledger.get_account(teams.TENANT)).balance == 0
+    assert await chat.ledger.history(teams.TENANT) == await chat.ledger.history(teams.TENANT)
+    assert len(await chat.ledger.history(teams.TENANT)) == 0
+
+
+async def test_an_unknown_command_gets_the_closest_ones(chat: Chat) -> None:
+    reply = await chat.say("balanse")
+    assert "balance" in reply and "help" in reply
+
+
+async def test_danish_users_get_danish_replies_and_danish_amounts(chat: Chat) -> None:
+    assert "DKK" in await chat.say("currency DKK")
+    reply = await chat.say("add 1.250,50 kr.", locale="da-DK")
+    assert "1.250,50" in reply and "kr." in reply
+    assert (await chat.ledger.get_account(teams.TENANT)).balance == 125050
+    assert "Kommunikationskreditter" in await chat.say("saldo", locale="da-DK")
+
+
+async def test_help_lists_the_commands(chat: Chat) -> None:
+    reply = await chat.say("help")
+    for name in ("balance", "add", "recharge", "alerts", "history", "usage", "forecast", "subscribe", "roles",
+                 "grant", "revoke", "whoami", "currency"):
+        assert name in reply
+
+
+async def test_roles_are_granted_by_mention_and_the_reader_can_only_read(chat: Chat) -> None:
+    chat.connector.members[MEGAN["id"]] = {"id": MEGAN["id"], "name": "Megan Bowen", "aadObjectId": READER}
+    reply = await chat.say("grant <at>Megan Bowen</at> reader", scope="channel",
+                           mentions=[{"id": MEGAN["id"], "name": "Megan Bowen"}])
+    assert reply == "Megan Bowen now has the reader role."
+    assert [(g.user_id, g.role) for g in await chat.ledger.roles(teams.TENANT)] == [(READER, Role.READER)]
+    assert "$0.00" in await chat.say("balance", sender=MEGAN)
+    assert await chat.say("add 5", sender=MEGAN) == t("denied.move_money", "en")
+    assert len(await chat.ledger.history(teams.TENANT)) == 0
+    assert "reader" in await chat.say("whoami", sender=MEGAN)
+
+
+async def test_the_audit_trail_names_the_chat_user(chat: Chat) -> None:
+    await chat.say("add 5")
+    await chat.say("recharge 50 below 20")
+    records = await chat.ledger.audit(teams.TENANT)
+    assert {(r.action, r.actor) for r in records.items if r.action != "account_opened"} == \
+        {("funds_added", ADMIN), ("recharge_settings", ADMIN)}
+
+
+async def test_a_crash_is_answered_with_an_incident_id_and_never_the_exception(
+        chat: Chat, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    async def broken(tenant_id: str) -> Any:
+        raise RuntimeError("database password is hunter2")
+
+    monkeypatch.setattr(chat.ledger, "recharge_settings", broken)   # `balance` reads it: a crash mid-command
+    with caplog.at_level(logging.ERROR):
+        reply = await chat.say("balance")
+    assert "hunter2" not in reply and "RuntimeError" not in reply
+    incident = reply.split("Incident id: ")[1].split(".")[0]
+    assert any(incident in record.getMessage() for record in caplog.records)
+
+
+async def test_installing_welcomes_once_and_subscribes_nothing(chat: Chat) -> None:
+    url = chat.connector.service_url
+    assert (await chat.post(teams.installation_update(service_url=url, sender=ALEX))).status == 200
+    assert (await chat.post(teams.bot_added(service_url=url, sender=ALEX))).status == 200
+    sent = chat.connector.activities()
+    assert len(sent) == 1 and sent[0]["text"].startswith("Hi! I keep track")
+    assert "subscribe" in sent[0]["text"]
+    assert await chat.ledger.subscriptions(teams.TENANT) == []
+    assert len(await chat.ledger.conversations(teams.TENANT)) == 1
+
+
+async def test_subscribe_makes_the_channel_an_alert_destination(chat: Chat) -> None:
+    reply = await chat.say("subscribe recharged, low_balance", scope="channel")
+    assert reply.startswith("This conversation will get these alerts")
+    subs = await chat.ledger.subscriptions(teams.TENANT)
+    assert [(s.conversation_id, [k.value for k in s.kinds]) for s in subs] == \
+        [(teams.conversation("channel")["id"], ["recharged", "low_balance"])]
+    assert "no longer" in await chat.say("unsubscribe", scope="channel")
+
+
+# ==== refusals before any turn ==================================================================================
+
+async def test_http_refusals_write_nothing(chat: Chat) -> None:
+    url = chat.connector.service_url
+    good = teams.message("add 5", service_url=url, sender=ALEX)
+    cases = [
+        (await chat.client.post("/api/messages", data=json.dumps(good), headers={"Content-Type": "text/plain"}), 415),
+        (await chat.client.post("/api/messages", data="{not json", headers={"Content-Type": "application/json"}), 400),
+        (await chat.post({**good, "conversation": None}), 400),
+        (await chat.post({**good, "id": ""}), 400),
+        (await chat.post({**good, "serviceUrl": "https://smba.trafficmanager.net/amer/"}), 400),  # local mode
+        (await chat.post({**good, "text": "add 5" + " " * (300 * 1024)}), 413),
+    ]
+    assert [response.status for response, _ in cases] == [status for _, status in cases]
+    assert await chat.ledger.tenants() == []
+    assert chat.connector.activities() == []
+
+
+# ==== authentication ============================================================================================
+
+async def test_an_authenticated_conversation_replies_with_a_bot_framework_token(secure_chat: Chat,
+                                                                                identity: FakeIdentity) -> None:
+    assert await secure_chat.say("add 5") == "Added $5.00. The balance is now $5.00."
+    reply_request = secure_chat.connector.requests[-1]
+    assert reply_request.authorization in {f"Bearer {tok}" for tok in identity.issued_access_tokens}
+
+
+@pytest.mark.parametrize("forgery", ["forged_signature", "expired", "wrong_audience", "wrong_serviceurl",
+                                     "missing_header", "unknown_kid", "wrong_issuer", "not_bearer"])
+async def test_every_authentication_failure_is_401_and_writes_nothing(secure_chat: Chat, identity: FakeIdentity,
+                                                                      forgery: str) -> None:
+    from tests.fakes.identity import new_rsa_key
+
+    activity = teams.message("add 5", service_url=secure_chat.connector.service_url, sender=ALEX)
+    mint = lambda **kw: identity.issue_token(app_id=teams.BOT_APP_ID, service_url=activity["serviceUrl"], **kw)
+    header = {
+        "forged_signature": lambda: f"Bearer {mint(signing_key=new_rsa_key())}",
+        "expired": lambda: f"Bearer {mint(expires_in=-3600)}",
+        "wrong_audience": lambda: f"Bearer {mint(audience='someone-else')}",
+        "wrong_serviceurl": lambda: "Bearer " + identity.issue_token(app_id=teams.BOT_APP_ID,
+                                                                     service_url="https://evil.example/amer/"),
+        "missing_header": lambda: None,
+        "unknown_kid": lambda: f"Bearer {mint(kid='not-a-published-kid', signing_key=new_rsa_key())}",
+        "wrong_issuer": lambda: f"Bearer {mint(issuer='https://sts.example/')}",
+        "not_bearer": lambda: f"Basic {mint()}",
+    }[forgery]()
+    headers = {"Content-Type": "application/json"} | ({"Authorization": header} if header else {})
+    response = await secure_chat.client.post("/api/messages", data=json.dumps(activity), headers=headers)
+    assert response.status == 401
+    assert "Traceback" not in await response.text()
+    assert await secure_chat.ledger.tenants() == []
+    assert secure_chat.connector.activities() == []
+
+
+async def test_one_token_request_per_token_lifetime_over_200_turns(secure_chat: Chat, identity: FakeIdentity) -> None:
+    for i in range(200):
+        await secure_chat.say("balance", activity_id=f"turn-{i}")
+    assert identity.token_requests() == 1
+    assert len(secure_chat.connector.peers()) == 1          # every reply over one pooled connection
