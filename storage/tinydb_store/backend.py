@@ -102,6 +102,19 @@ class _Unit:
     ops: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # key, fingerprint, result
 
 
+@dataclass
+class _Change:
+    """What a keyed settings change produced: its result value, its audit action and details, and the account
+    tables it replaces (None: unchanged)."""
+
+    value: dict[str, Any]
+    action: str
+    details: dict[str, Any]
+    subscriptions: dict[str, Subscription] | None = None
+    roles: dict[str, RoleGrant] | None = None
+    outbox: list[Alert] = field(default_factory=list)
+
+
 class TinyLedger(Ledger):
     """The embedded backend. Open with `await TinyLedger.open(path)`; one process per store."""
 
@@ -276,6 +289,24 @@ class TinyLedger(Ledger):
     def _book(self, acct: _Account) -> Book:
         return Book(acct.state, list(acct.subscriptions.values()), self._clock())
 
+    def _keyed_change(self, tenant_id: str, actor: str, key: str, operation: str, args: Mapping[str, Any],
+                      change: Callable[[_Account, Book], "_Change"]) -> SettingsChange:
+        """The shape of every keyed non-money change: account, caller's key, idempotency lookup (a replay
+        returns the stored result), then `change` (which validates and may raise, changing nothing), then one
+        commit of the new state, its audit record and the operation record."""
+        acct = self._acct(tenant_id)
+        policy.check_caller_key(key)
+        fp, done = self._check_key(acct, key, operation, args)
+        if done is not None:
+            return SettingsChange.from_dict(done, replayed=True)
+        book = self._book(acct)
+        outcome = change(acct, book)
+        book.record(actor, outcome.action, key, outcome.details)
+        result = SettingsChange(outcome.value)
+        self._commit(acct, _Unit(book, [(key, fp, result.to_dict())]), subscriptions=outcome.subscriptions,
+                     roles=outcome.roles, outbox_changed=outcome.outbox)
+        return result
+
     # --- accounts -----------------------------------------------------------------------------------------------
     async def open_account(self, tenant_id: str, currency: str, *, actor: str = SYSTEM_ACTOR) -> Account:
         return await self._call(self._open_account, tenant_id, currency, actor)
@@ -310,20 +341,13 @@ class TinyLedger(Ledger):
         return await self._call(self._set_currency, tenant_id, currency, actor, key)
 
     def _set_currency(self, tenant_id: str, currency: str, actor: str, key: str) -> SettingsChange:
-        acct = self._acct(tenant_id)
-        policy.check_caller_key(key)
-        fp, done = self._check_key(acct, key, "set_currency", {"currency": currency})
-        if done is not None:
-            return SettingsChange.from_dict(done, replayed=True)
-        code = normalize_currency(currency)
-        if acct.state.entry_count:
-            raise CurrencyLocked(acct.state.currency)
-        book = self._book(acct)
-        previous, book.state.currency = book.state.currency, code
-        book.record(actor, "currency", key, {"currency": code, "previous": previous})
-        change = SettingsChange({"currency": code})
-        self._commit(acct, _Unit(book, [(key, fp, change.to_dict())]))
-        return change
+        def change(acct: _Account, book: Book) -> _Change:
+            code = normalize_currency(currency)
+            if acct.state.entry_count:
+                raise CurrencyLocked(acct.state.currency)
+            previous, book.state.currency = book.state.currency, code
+            return _Change({"currency": code}, "currency", {"currency": code, "previous": previous})
+        return self._keyed_change(tenant_id, actor, key, "set_currency", {"currency": currency}, change)
 
     # --- money --------------------------------------------------------------------------------------------------
     async def add_funds(self, tenant_id: str, amount: int, *, actor: str, key: str, memo: str = "",
@@ -492,36 +516,22 @@ class TinyLedger(Ledger):
         return await self._call(self._set_recharge, tenant_id, settings, actor, key)
 
     def _set_recharge(self, tenant_id: str, settings: RechargeSettings, actor: str, key: str) -> SettingsChange:
-        acct = self._acct(tenant_id)
-        policy.check_caller_key(key)
-        fp, done = self._check_key(acct, key, "set_recharge_settings", _settings_args(settings))
-        if done is not None:
-            return SettingsChange.from_dict(done, replayed=True)
-        settings = policy.validate_recharge(settings)
-        book = self._book(acct)
-        engine.change_recharge(book.state, settings)
-        book.record(actor, "recharge_settings", key, settings.to_dict())
-        change = SettingsChange(settings.to_dict())
-        self._commit(acct, _Unit(book, [(key, fp, change.to_dict())]))
-        return change
+        def change(acct: _Account, book: Book) -> _Change:
+            valid = policy.validate_recharge(settings)
+            engine.change_recharge(book.state, valid)
+            return _Change(valid.to_dict(), "recharge_settings", valid.to_dict())
+        return self._keyed_change(tenant_id, actor, key, "set_recharge_settings", _settings_args(settings), change)
 
     async def set_alert_settings(self, tenant_id: str, settings: AlertSettings, *, actor: str,
                                  key: str) -> SettingsChange:
         return await self._call(self._set_alerts, tenant_id, settings, actor, key)
 
     def _set_alerts(self, tenant_id: str, settings: AlertSettings, actor: str, key: str) -> SettingsChange:
-        acct = self._acct(tenant_id)
-        policy.check_caller_key(key)
-        fp, done = self._check_key(acct, key, "set_alert_settings", _settings_args(settings))
-        if done is not None:
-            return SettingsChange.from_dict(done, replayed=True)
-        settings = policy.validate_alerts(settings)
-        book = self._book(acct)
-        engine.rearm_thresholds(book.state, settings)
-        book.record(actor, "alert_settings", key, settings.to_dict())
-        change = SettingsChange(settings.to_dict())
-        self._commit(acct, _Unit(book, [(key, fp, change.to_dict())]))
-        return change
+        def change(acct: _Account, book: Book) -> _Change:
+            valid = policy.validate_alerts(settings)
+            engine.rearm_thresholds(book.state, valid)
+            return _Change(valid.to_dict(), "alert_settings", valid.to_dict())
+        return self._keyed_change(tenant_id, actor, key, "set_alert_settings", _settings_args(settings), change)
 
     # --- outbox -------------------------------------------------------------------------------------------------
     async def raise_alert(self, tenant_id: str, kind: AlertKind, key: str, payload: Mapping[str, Any]) -> Alert:
@@ -667,45 +677,32 @@ class TinyLedger(Ledger):
 
     def _subscribe(self, tenant_id: str, conversation_id: str, kinds: list[AlertKind], actor: str,
                    key: str) -> SettingsChange:
-        acct = self._acct(tenant_id)
-        policy.check_caller_key(key)
+        def change(acct: _Account, book: Book) -> _Change:
+            try:
+                wanted = {AlertKind(k) for k in kinds}
+            except ValueError:
+                raise InvalidSettings("unknown_kind") from None
+            if not wanted:
+                raise InvalidSettings("no_kinds")
+            ordered = tuple(k for k in AlertKind if k in wanted)
+            sub = Subscription(conversation_id, ordered, actor, book.now)
+            return _Change(sub.to_dict(), "subscribe",
+                           {"conversation_id": conversation_id, "kinds": [k.value for k in ordered]},
+                           subscriptions={**acct.subscriptions, conversation_id: sub})
         args = {"conversation_id": conversation_id, "kinds": sorted({str(k) for k in kinds})}
-        fp, done = self._check_key(acct, key, "subscribe", args)
-        if done is not None:
-            return SettingsChange.from_dict(done, replayed=True)
-        try:
-            wanted = {AlertKind(k) for k in kinds}
-        except ValueError:
-            raise InvalidSettings("unknown_kind") from None
-        if not wanted:
-            raise InvalidSettings("no_kinds")
-        ordered = tuple(k for k in AlertKind if k in wanted)
-        book = self._book(acct)
-        sub = Subscription(conversation_id, ordered, actor, book.now)
-        subs = {**acct.subscriptions, conversation_id: sub}
-        book.record(actor, "subscribe", key, {"conversation_id": conversation_id, "kinds": [k.value for k in ordered]})
-        change = SettingsChange(sub.to_dict())
-        self._commit(acct, _Unit(book, [(key, fp, change.to_dict())]), subscriptions=subs)
-        return change
+        return self._keyed_change(tenant_id, actor, key, "subscribe", args, change)
 
     async def unsubscribe(self, tenant_id: str, conversation_id: str, *, actor: str, key: str) -> SettingsChange:
         return await self._call(self._unsubscribe, tenant_id, conversation_id, actor, key)
 
     def _unsubscribe(self, tenant_id: str, conversation_id: str, actor: str, key: str) -> SettingsChange:
-        acct = self._acct(tenant_id)
-        policy.check_caller_key(key)
-        fp, done = self._check_key(acct, key, "unsubscribe", {"conversation_id": conversation_id})
-        if done is not None:
-            return SettingsChange.from_dict(done, replayed=True)
-        if conversation_id not in acct.subscriptions:
-            raise NotFound("subscription", conversation_id)
-        subs = {k: v for k, v in acct.subscriptions.items() if k != conversation_id}
-        book = self._book(acct)
-        book.record(actor, "unsubscribe", key, {"conversation_id": conversation_id})
-        change = SettingsChange({"conversation_id": conversation_id})
-        self._commit(acct, _Unit(book, [(key, fp, change.to_dict())]), subscriptions=subs,
-                     outbox_changed=_skip_destination(acct.outbox.values(), conversation_id))
-        return change
+        def change(acct: _Account, book: Book) -> _Change:
+            if conversation_id not in acct.subscriptions:
+                raise NotFound("subscription", conversation_id)
+            return _Change({"conversation_id": conversation_id}, "unsubscribe", {"conversation_id": conversation_id},
+                           subscriptions={k: v for k, v in acct.subscriptions.items() if k != conversation_id},
+                           outbox=_skip_destination(acct.outbox.values(), conversation_id))
+        return self._keyed_change(tenant_id, actor, key, "unsubscribe", {"conversation_id": conversation_id}, change)
 
     async def disable_subscription(self, tenant_id: str, conversation_id: str, *, reason: str) -> None:
         await self._call(self._disable, tenant_id, conversation_id, reason)
@@ -732,41 +729,29 @@ class TinyLedger(Ledger):
 
     def _grant(self, tenant_id: str, user_id: str, role: Role, actor: str, key: str,
                display_name: str) -> SettingsChange:
-        acct = self._acct(tenant_id)
-        policy.check_caller_key(key)
+        def change(acct: _Account, book: Book) -> _Change:
+            try:
+                valid = Role(role)
+            except ValueError:
+                raise InvalidSettings("unknown_role") from None
+            grant = RoleGrant(user_id, valid, actor, book.now, display_name)
+            return _Change(grant.to_dict(), "grant_role",
+                           {"user_id": user_id, "role": valid.value, "display_name": display_name},
+                           roles={**acct.roles, user_id: grant})
         args = {"user_id": user_id, "role": str(role), "display_name": display_name}
-        fp, done = self._check_key(acct, key, "grant_role", args)
-        if done is not None:
-            return SettingsChange.from_dict(done, replayed=True)
-        try:
-            role = Role(role)
-        except ValueError:
-            raise InvalidSettings("unknown_role") from None
-        book = self._book(acct)
-        grant = RoleGrant(user_id, role, actor, book.now, display_name)
-        book.record(actor, "grant_role", key, {"user_id": user_id, "role": role.value, "display_name": display_name})
-        change = SettingsChange(grant.to_dict())
-        self._commit(acct, _Unit(book, [(key, fp, change.to_dict())]), roles={**acct.roles, user_id: grant})
-        return change
+        return self._keyed_change(tenant_id, actor, key, "grant_role", args, change)
 
     async def revoke_role(self, tenant_id: str, user_id: str, *, actor: str, key: str) -> SettingsChange:
         return await self._call(self._revoke, tenant_id, user_id, actor, key)
 
     def _revoke(self, tenant_id: str, user_id: str, actor: str, key: str) -> SettingsChange:
-        acct = self._acct(tenant_id)
-        policy.check_caller_key(key)
-        fp, done = self._check_key(acct, key, "revoke_role", {"user_id": user_id})
-        if done is not None:
-            return SettingsChange.from_dict(done, replayed=True)
-        if user_id not in acct.roles:
-            raise NotFound("role", user_id)
-        book = self._book(acct)
-        removed = acct.roles[user_id].role.value
-        book.record(actor, "revoke_role", key, {"user_id": user_id, "role": removed})
-        change = SettingsChange({"user_id": user_id, "role": removed})
-        self._commit(acct, _Unit(book, [(key, fp, change.to_dict())]),
-                     roles={k: v for k, v in acct.roles.items() if k != user_id})
-        return change
+        def change(acct: _Account, book: Book) -> _Change:
+            if user_id not in acct.roles:
+                raise NotFound("role", user_id)
+            removed = acct.roles[user_id].role.value
+            return _Change({"user_id": user_id, "role": removed}, "revoke_role", {"user_id": user_id, "role": removed},
+                           roles={k: v for k, v in acct.roles.items() if k != user_id})
+        return self._keyed_change(tenant_id, actor, key, "revoke_role", {"user_id": user_id}, change)
 
     async def roles(self, tenant_id: str) -> list[RoleGrant]:
         return await self._call(lambda: sorted(self._acct(tenant_id).roles.values(), key=lambda g: g.user_id))
