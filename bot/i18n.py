@@ -683,6 +683,241 @@ _M: dict[str, dict[str, str]] = {
         "da": "Kun administratorer af kontoen kan vælge, hvor advarsler sendes hen. Bed en administrator om at "
               "give dig rollen som administrator.",
     },
+
+    # --- cards (cards/: Adaptive Cards; values come formatted, money via format_money) ---
+    "card.fallback": {
+        "en": "This message is a card. Open it in Microsoft Teams to see it.",
+        "da": "Denne besked er et kort. Åbn den i Microsoft Teams for at se den.",
+    },
+    "card.out_of_date": {
+        "en": "This card is out of date; here is the current one.",
+        "da": "Dette kort er forældet; her er det aktuelle.",
+    },
+    "card.amount_on_date": {"en": "{amount} on {date}", "da": "{amount} den {date}"},
+    "card.value.on": {"en": "On", "da": "Slået til"},
+    "card.value.off": {"en": "Off", "da": "Slået fra"},
+    "card.value.days": {"en": "{days} days", "da": "{days} dage"},
+    "card.actor.system": {"en": "System", "da": "System"},
+    "card.button.balance": {"en": "Show balance", "da": "Vis saldo"},
+    "card.button.refresh": {"en": "Refresh", "da": "Opdater"},
+    "card.button.recharge_settings": {"en": "Recharge settings", "da": "Indstillinger for opfyldning"},
+    "card.button.alerts": {"en": "Alerts", "da": "Advarsler"},
+    "card.button.edit_alerts": {"en": "Edit alerts", "da": "Rediger advarsler"},
+    "card.button.history": {"en": "History", "da": "Historik"},
+    "card.button.usage": {"en": "Usage", "da": "Forbrug"},
+    "card.button.help": {"en": "Help", "da": "Hjælp"},
+    "card.button.continue": {"en": "Continue", "da": "Fortsæt"},
+    "card.button.confirm_add": {"en": "Add {amount}", "da": "Indsæt {amount}"},
+    "card.button.request_approval": {"en": "Ask for approval of {amount}", "da": "Bed om godkendelse af {amount}"},
+    "card.button.approve": {"en": "Approve", "da": "Godkend"},
+    "card.button.reject": {"en": "Reject", "da": "Afvis"},
+    "card.button.older": {"en": "Older", "da": "Ældre"},
+    "card.button.newer": {"en": "Newer", "da": "Nyere"},
+    "card.button.period_7d": {"en": "Last 7 days", "da": "Seneste 7 dage"},
+    "card.button.period_30d": {"en": "Last 30 days", "da": "Seneste 30 dage"},
+    "card.button.period_month": {"en": "This month", "da": "Denne måned"},
+    "card.fact.amount": {"en": "Amount", "da": "Beløb"},
+    "card.fact.balance_now": {"en": "Balance now", "da": "Saldo nu"},
+    "card.fact.balance_after": {"en": "Balance after", "da": "Saldo bagefter"},
+    "card.fact.added_by": {"en": "Added by", "da": "Indsat af"},
+    "card.fact.requested_by": {"en": "Requested by", "da": "Anmodet af"},
+    "card.fact.decided_by": {"en": "Decided by", "da": "Besluttet af"},
+    "card.fact.when": {"en": "Date", "da": "Dato"},
+    "card.fact.last_recharge": {"en": "Last recharge", "da": "Seneste opfyldning"},
+    "card.fact.expiring": {"en": "Expiring within 30 days", "da": "Udløber inden for 30 dage"},
+    "card.fact.expires": {"en": "Expires", "da": "Udløber"},
+    "card.fact.amount_left": {"en": "Left of this purchase", "da": "Tilbage af dette køb"},
+    "card.fact.recharges": {"en": "Recharges", "da": "Opfyldninger"},
+    "card.fact.threshold": {"en": "Alert threshold", "da": "Grænse for advarsel"},
+    "card.fact.daily_usage": {"en": "Average usage a day", "da": "Gennemsnitligt forbrug pr. dag"},
+    "card.fact.days_left": {"en": "Days left", "da": "Dage tilbage"},
+    "card.fact.forecast_days": {"en": "Forecast alerts look ahead", "da": "Advarsler fra prognosen kigger frem"},
+    "card.fact.total": {"en": "Total", "da": "I alt"},
+    "card.fact.calls": {"en": "Calls", "da": "Opkald"},
+    "card.input.money_label": {"en": "{label} ({currency})", "da": "{label} ({currency})"},
+    "card.input.amount_error": {
+        "en": "Enter an amount of at most {max}, with digits and a decimal point only.",
+        "da": "Angiv et beløb på højst {max}, kun med cifre og punktum som decimaltegn.",
+    },
+    "card.input.memo_error": {
+        "en": "The note can be at most {max} characters.",
+        "da": "Noten må højst være på {max} tegn.",
+    },
+    "card.status.ok": {"en": "OK", "da": "OK"},
+    "card.status.below_trigger": {
+        "en": "Below the auto-recharge trigger",
+        "da": "Under grænsen for automatisk opfyldning",
+    },
+    "card.status.low": {"en": "Low balance", "da": "Lav saldo"},
+    "card.status.exhausted": {
+        "en": "Used up: toll-free numbers stop answering and dial-out fails",
+        "da": "Brugt op: gratisnumre holder op med at svare, og opkald ud mislykkes",
+    },
+    "card.expiring.more": {"en": "{amount} more expires later", "da": "{amount} mere udløber senere"},
+    "card.recharge.summary_on": {
+        "en": "On: add {amount} when the balance is below {trigger}",
+        "da": "Slået til: indsæt {amount}, når saldoen er under {trigger}",
+    },
+    "card.recharge.intro": {
+        "en": "When the balance falls below the trigger, the amount is added, as many times as needed to get back "
+              "to it. Each recharge is invoiced on its own.",
+        "da": "Når saldoen kommer under grænsen, indsættes beløbet så mange gange, som der skal til for at nå op "
+              "på grænsen igen. Hver opfyldning faktureres for sig.",
+    },
+    "card.recharge.toggle": {"en": "Turn on auto-recharge", "da": "Slå automatisk opfyldning til"},
+    "card.recharge.cap_placeholder": {
+        "en": "Leave empty for no monthly cap",
+        "da": "Lad feltet stå tomt for intet månedligt loft",
+    },
+    "card.recharge.saved_title": {"en": "Recharge settings saved", "da": "Indstillinger for opfyldning er gemt"},
+    "card.recharge.off_warning": {
+        "en": "Auto-recharge is off. Keep an eye on the balance: at zero, toll-free numbers stop answering.",
+        "da": "Automatisk opfyldning er slået fra. Hold øje med saldoen: ved nul holder gratisnumre op med at "
+              "svare.",
+    },
+    "card.alerts.title": {"en": "Low-balance alerts", "da": "Advarsler om lav saldo"},
+    "card.alerts.intro": {
+        "en": "I send an alert when the balance falls below each of these amounts. Leave a field empty to remove "
+              "it.",
+        "da": "Jeg sender en advarsel, når saldoen kommer under hvert af disse beløb. Lad et felt stå tomt for at "
+              "fjerne det.",
+    },
+    "card.alerts.threshold_label": {
+        "en": "Alert {n}: when the balance is below ({currency})",
+        "da": "Advarsel {n}: når saldoen er under ({currency})",
+    },
+    "card.alerts.forecast_days_label": {
+        "en": "Forecast alert: warn when the balance is expected to run out within this many days",
+        "da": "Advarsel fra prognosen: advar, når saldoen ventes at slippe op inden for så mange dage",
+    },
+    "card.alerts.forecast_days_error": {
+        "en": "Enter a whole number of days from 1 to 365.",
+        "da": "Angiv et helt antal dage fra 1 til 365.",
+    },
+    "card.alerts.saved_title": {"en": "Alert settings saved", "da": "Indstillinger for advarsler er gemt"},
+    "card.alerts.below": {
+        "en": "Alerts when the balance falls below:",
+        "da": "Advarsler, når saldoen kommer under:",
+    },
+    "card.add_funds.intro": {
+        "en": "The amount is added to the Communications Credits balance after you confirm it. Funds expire 12 "
+              "months after they are added.",
+        "da": "Beløbet indsættes på saldoen for Kommunikationskreditter, når du har bekræftet det. Penge udløber "
+              "12 måneder efter, at de er indsat.",
+    },
+    "card.add_funds.memo_placeholder": {
+        "en": "Optional, for example a purchase order number",
+        "da": "Valgfri, for eksempel et indkøbsordrenummer",
+    },
+    "card.add_funds.confirm_title": {"en": "Add {amount}?", "da": "Indsæt {amount}?"},
+    "card.add_funds.approval_notice": {
+        "en": "This is above {threshold}, so a second admin must approve it before it is added.",
+        "da": "Det er over {threshold}, så en anden administrator skal godkende det, før det indsættes.",
+    },
+    "card.add_funds.expiry_note": {
+        "en": "Funds expire 12 months after they are added and are used oldest first.",
+        "da": "Penge udløber 12 måneder efter, at de er indsat, og de ældste bruges først.",
+    },
+    "card.receipt.title": {"en": "{amount} added", "da": "{amount} er indsat"},
+    "card.approval.title": {"en": "Approve adding {amount}?", "da": "Godkend at indsætte {amount}?"},
+    "card.approval.intro": {
+        "en": "Adding more than {threshold} needs a second admin's approval. Nothing is added until an admin "
+              "approves.",
+        "da": "At indsætte mere end {threshold} kræver godkendelse fra en anden administrator. Intet indsættes, "
+              "før en administrator godkender.",
+    },
+    "card.approval.pending_title": {"en": "Waiting for approval", "da": "Afventer godkendelse"},
+    "card.approval.approved_title": {"en": "Approved: {amount} added", "da": "Godkendt: {amount} er indsat"},
+    "card.approval.rejected_title": {
+        "en": "Rejected: {amount} was not added",
+        "da": "Afvist: {amount} blev ikke indsat",
+    },
+    "card.history.title": {"en": "History", "da": "Historik"},
+    "card.history.meta": {"en": "{date} · {name}", "da": "{date} · {name}"},
+    "card.history.balance_after": {"en": "Balance {balance}", "da": "Saldo {balance}"},
+    "card.usage.title": {"en": "Usage {period}", "da": "Forbrug {period}"},
+    "card.usage.by_type": {"en": "By call type", "da": "Efter opkaldstype"},
+    "card.usage.top_users": {"en": "Top users", "da": "Største forbrugere"},
+    "card.usage.chart_x": {"en": "Call type", "da": "Opkaldstype"},
+    "card.usage.chart_y": {"en": "Spend ({currency})", "da": "Forbrug ({currency})"},
+    "card.usage.other": {"en": "Other", "da": "Andet"},
+    "card.alert.raised": {"en": "Raised on {date}", "da": "Udsendt den {date}"},
+    "card.alert.recharged.title": {
+        "en": "Auto-recharge added {total}",
+        "da": "Automatisk opfyldning indsatte {total}",
+    },
+    "card.alert.recharged.title_plain": {
+        "en": "Auto-recharge added funds",
+        "da": "Automatisk opfyldning indsatte penge",
+    },
+    "card.alert.recharged.text": {
+        "en": "The balance fell below the trigger, so auto-recharge added funds. Each recharge is invoiced on its "
+              "own.",
+        "da": "Saldoen kom under grænsen, så automatisk opfyldning indsatte penge. Hver opfyldning faktureres for "
+              "sig.",
+    },
+    "card.alert.recharge_blocked.title": {
+        "en": "Auto-recharge was blocked",
+        "da": "Automatisk opfyldning blev blokeret",
+    },
+    "card.alert.recharge_blocked.monthly_cap": {
+        "en": "The balance is below the trigger, but another recharge would go over the monthly cap, so none was "
+              "made. Raise the cap or add funds.",
+        "da": "Saldoen er under grænsen, men en opfyldning mere ville gå over det månedlige loft, så der blev ikke "
+              "foretaget nogen. Hæv loftet, eller indsæt flere penge.",
+    },
+    "card.alert.recharge_blocked.breaker": {
+        "en": "The balance is below the trigger, but auto-recharge has reached its limit of recharges in 24 "
+              "hours, so none was made. The limit stops a runaway loop of charges.",
+        "da": "Saldoen er under grænsen, men automatisk opfyldning har nået grænsen for opfyldninger inden for 24 "
+              "timer, så der blev ikke foretaget nogen. Grænsen stopper en løbsk række af betalinger.",
+    },
+    "card.alert.recharge_blocked.other": {
+        "en": "The balance is below the trigger, but no recharge could be made.",
+        "da": "Saldoen er under grænsen, men der kunne ikke foretages nogen opfyldning.",
+    },
+    "card.alert.low_balance.title": {"en": "Low balance: {balance}", "da": "Lav saldo: {balance}"},
+    "card.alert.low_balance.text": {
+        "en": "The Communications Credits balance fell below {threshold}.",
+        "da": "Saldoen for Kommunikationskreditter er kommet under {threshold}.",
+    },
+    "card.alert.exhausted.title": {
+        "en": "Communications Credits are used up",
+        "da": "Kommunikationskreditterne er brugt op",
+    },
+    "card.alert.exhausted.text": {
+        "en": "Toll-free numbers stop answering and dial-out fails until funds are added.",
+        "da": "Gratisnumre holder op med at svare, og opkald ud mislykkes, indtil der indsættes flere penge.",
+    },
+    "card.alert.expiring.title_plain": {"en": "Credits expire soon", "da": "Kreditter udløber snart"},
+    "card.alert.expiring.text": {
+        "en": "Credits expire 12 months after they are added and are used oldest first. What is left of this "
+              "purchase when it expires is lost.",
+        "da": "Kreditter udløber 12 måneder efter, at de er indsat, og de ældste bruges først. Det, der er "
+              "tilbage af dette køb, når det udløber, går tabt.",
+    },
+    "card.alert.forecast.title": {
+        "en": "The balance may run out around {date}",
+        "da": "Saldoen slipper måske op omkring {date}",
+    },
+    "card.alert.forecast.title_plain": {"en": "The balance may run out soon", "da": "Saldoen slipper måske snart op"},
+    "card.alert.forecast.text": {
+        "en": "At the current rate of usage the balance reaches zero soon. Add funds or turn on auto-recharge.",
+        "da": "Med det nuværende forbrug når saldoen snart nul. Indsæt flere penge, eller slå automatisk "
+              "opfyldning til.",
+    },
+    "card.help.title": {"en": "What I can do", "da": "Det kan jeg"},
+    "card.welcome.title": {
+        "en": "Welcome to Communications Credits",
+        "da": "Velkommen til Kommunikationskreditter",
+    },
+    "card.welcome.roles": {
+        "en": "Admins add funds and change settings; readers see the balance, history, usage and forecast.",
+        "da": "Administratorer indsætter penge og ændrer indstillinger; læsere ser saldo, historik, forbrug og "
+              "prognose.",
+    },
+    "card.cancelled.title": {"en": "Cancelled", "da": "Annulleret"},
+    "card.cancelled.text": {"en": "Nothing was changed.", "da": "Intet er ændret."},
 }
 
 #: key -> {"en": template, "da": template}. Read-only.
