@@ -17,6 +17,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 
@@ -53,7 +54,8 @@ class MessagesEndpoint:
         if len(raw) > MAX_BODY:
             return _problem(413, "activity too large")
         try:
-            body = json.loads(raw)
+            # card inputs may be JSON numbers: Decimal, never float; NaN and Infinity are not JSON at all
+            body = json.loads(raw, parse_float=Decimal, parse_constant=_not_json)
         except (ValueError, UnicodeDecodeError, RecursionError):
             return _problem(400, "body is not JSON")
         activity = _activity(body)
@@ -107,6 +109,10 @@ def _activity(body: Any) -> Activity | None:
         return Activity().deserialize(body)
     except Exception:  # msrest raises a zoo of types for shapes it dislikes
         return None
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _is_loopback(url: str) -> bool:

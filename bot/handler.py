@@ -13,7 +13,7 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
-from botbuilder.core import MessageFactory, TurnContext
+from botbuilder.core import InvokeResponse, MessageFactory, TurnContext
 from botbuilder.core.teams import TeamsActivityHandler
 from botbuilder.schema import Activity, ChannelAccount
 from botbuilder.schema.teams import TeamInfo
@@ -36,8 +36,48 @@ class CreditsBot(TeamsActivityHandler):
                 turn_context.activity.locale)))
             return
         await self._remember(turn_context, turn)
-        reply = await self._actions.safely(self._actions.handle_text, turn)
+        submitted = card_submit(turn.value)
+        if submitted is None:
+            reply = await self._actions.safely(self._actions.handle_text, turn)
+            await _send(turn_context, reply)
+            return
+        # Action.Submit: the same handlers as Action.Execute; the answer replaces the card that was pressed
+        # (its message is the one this activity replies to) and is also posted, for clients that can't update.
+        verb, data = submitted
+        reply = await self._actions.safely(lambda t: self._actions.handle_card(t, verb, data), turn)
         await _send(turn_context, reply)
+        original = turn_context.activity.reply_to_id
+        if reply.card is not None and original:
+            update = MessageFactory.attachment(_card_attachment(reply.card))
+            update.id = original
+            try:
+                await turn_context.update_activity(update)
+            except Exception:  # the new card was posted; a card we cannot replace is not worth failing for
+                log.warning("could not replace card %s after a submit", original, exc_info=True)
+
+    # --- invokes --------------------------------------------------------------------------------------------------
+    async def on_invoke_activity(self, turn_context: TurnContext) -> InvokeResponse:
+        """Only `adaptiveCard/action` (Action.Execute). Answered in the Universal Actions shape, with the card
+        that replaces the pressed one; a malformed value is a 400 in that shape, never an exception (botbuilder's
+        own version returns unserialisable error objects)."""
+        activity = turn_context.activity
+        if activity.name != "adaptiveCard/action":
+            return InvokeResponse(status=400, body={"error": "unsupported invoke"})
+        turn = _turn(turn_context)
+        if turn is None:
+            return _invoke_error(400, "BadRequest", self._actions.no_tenant_text(activity.locale))
+        action = activity.value.get("action") if isinstance(activity.value, dict) else None
+        if not isinstance(action, dict) or action.get("type") != "Action.Execute" \
+                or not isinstance(action.get("verb"), str):
+            return _invoke_error(400, "BadRequest", "the value is not an Action.Execute")
+        data = action.get("data") if isinstance(action.get("data"), dict) else {}
+        await self._remember(turn_context, turn)
+        reply = await self._actions.safely(lambda t: self._actions.handle_card(t, action["verb"], data), turn)
+        if reply.card is not None:
+            body = {"statusCode": 200, "type": "application/vnd.microsoft.card.adaptive", "value": reply.card}
+        else:
+            body = {"statusCode": 200, "type": "application/vnd.microsoft.activity.message", "value": reply.text}
+        return InvokeResponse(status=200, body=body)
 
     # --- installation ---------------------------------------------------------------------------------------------
     async def on_installation_update_add(self, turn_context: TurnContext) -> None:
@@ -93,6 +133,18 @@ def _turn(turn_context: TurnContext) -> Turn | None:
         value=activity.value if isinstance(activity.value, dict) else None,
         received_at=datetime.now(timezone.utc),
     )
+
+
+def card_submit(value: Any) -> tuple[str, dict[str, Any]] | None:
+    """(verb, data) of an Action.Submit: a message whose `value` holds the card's data and inputs."""
+    if isinstance(value, dict) and isinstance(value.get("verb"), str):
+        return value["verb"], value
+    return None
+
+
+def _invoke_error(status: int, code: str, message: str) -> InvokeResponse:
+    return InvokeResponse(status=200, body={"statusCode": status, "type": "application/vnd.microsoft.error",
+                                            "value": {"code": code, "message": message}})
 
 
 def _tenant(activity: Activity) -> str:
