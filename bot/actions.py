@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
@@ -21,63 +20,22 @@ from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
 from storage import (AlertKind, AlertSettings, ConversationRef, EntryKind, Ledger, LedgerError, NotFound,
                      RechargeSettings, Role)
 from storage.clock import Clock, utc_now
-from storage.forecast import forecast
 from storage.policy import allows, effective_role
 
-from . import commands
-from .commands import Invocation, Mention, ParseFailure
+from . import commands, reports
+from .card_actions import CardActions
+from .commands import Mention, ParseFailure
+from .context import Ctx, Reply, Turn
 from .i18n import (denied_key, format_date, format_list, format_money, format_money_list, language_for,
                    ledger_error_message, resolve_locale, t)
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Turn:
-    """An inbound activity as the actions see it."""
-
-    tenant_id: str
-    user_id: str            # Entra object id (opaque), "" when Teams did not send one
-    user_name: str
-    conversation_id: str
-    conversation_type: str  # "personal", "groupChat" or "channel"
-    locale: str
-    activity_id: str
-    service_url: str
-    text: str               # with the bot's own @mention removed
-    mentions: tuple[Mention, ...] = ()
-    value: Mapping[str, Any] | None = None
-    received_at: datetime = datetime.min.replace(tzinfo=timezone.utc)
-
-
-@dataclass(frozen=True)
-class Reply:
-    text: str
-    card: dict[str, Any] | None = None
-
-
 class MemberDirectory(Protocol):
     """Looks up the Entra object id of a conversation member (for `grant @user`)."""
 
     async def aad_object_id(self, service_url: str, conversation_id: str, member_id: str) -> str | None: ...
-
-
-@dataclass(frozen=True)
-class _Ctx:
-    turn: Turn
-    language: str
-    locale: str        # a tag such as "en-US" or "da-DK": amounts are read and money is written in it
-    currency: str
-    role: Role | None
-
-    def money(self, minor: int) -> str:
-        return format_money(minor, self.currency, self.locale)
-
-    def text(self, key: str, **params: Any) -> str:
-        return t(key, self.language, **params)
-
-    def say(self, key: str, **params: Any) -> Reply:
-        return Reply(self.text(key, **params))
 
 
 class Actions:
@@ -89,12 +47,13 @@ class Actions:
         self._fallback = fallback_locale
         self._members = members
         self._clock = clock
-        self._handlers: Mapping[str, Callable[[_Ctx, Mapping[str, Any]], Awaitable[Reply]]] = {
+        self._handlers: Mapping[str, Callable[[Ctx, Mapping[str, Any]], Awaitable[Reply]]] = {
             "help": self._help, "balance": self._balance, "add": self._add, "recharge": self._recharge,
             "alerts": self._alerts, "history": self._history, "usage": self._usage, "forecast": self._forecast,
             "subscribe": self._subscribe, "unsubscribe": self._unsubscribe, "roles": self._roles,
             "grant": self._grant, "revoke": self._revoke, "whoami": self._whoami, "currency": self._currency_cmd,
         }
+        self._cards = CardActions(ledger, clock=clock)
         missing = {c.name for c in commands.COMMANDS} ^ set(self._handlers)
         if missing:
             raise RuntimeError(f"commands and handlers disagree: {sorted(missing)}")
@@ -138,20 +97,29 @@ class Actions:
         except LedgerError as error:
             return Reply(ledger_error_message(error, ctx.language, currency=ctx.currency, locale=ctx.locale))
 
-    async def _context(self, turn: Turn) -> _Ctx:
+    async def handle_card(self, turn: Turn, verb: str, data: Mapping[str, Any]) -> Reply:
+        """A card button (Action.Execute or Action.Submit): same checks as a command, see `bot.card_actions`."""
+        ctx = await self._context(turn)
+        try:
+            return await self._cards.handle(ctx, verb, data)
+        except LedgerError as error:
+            return self._cards.refusal(ctx, ledger_error_message(error, ctx.language, currency=ctx.currency,
+                                                                 locale=ctx.locale))
+
+    async def _context(self, turn: Turn) -> Ctx:
         account = await self._ledger.get_account(turn.tenant_id)
         grants = await self._ledger.roles(turn.tenant_id)
         stored = next((g.role for g in grants if g.user_id == turn.user_id), None) if turn.user_id else None
         role = effective_role(stored, turn.user_id, account_has_admin=any(g.role is Role.ADMIN for g in grants),
                               bootstrap_admins=self._bootstrap)
-        return _Ctx(turn, language_for(turn.locale, self._fallback), resolve_locale(turn.locale, self._fallback),
+        return Ctx(turn, language_for(turn.locale, self._fallback), resolve_locale(turn.locale, self._fallback),
                     account.currency, role)
 
     # --- commands ---------------------------------------------------------------------------------------------
-    async def _help(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
+    async def _help(self, ctx: Ctx, args: Mapping[str, Any]) -> Reply:
         return Reply(commands.help_text(ctx.language, role=ctx.role))
 
-    async def _balance(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
+    async def _balance(self, ctx: Ctx, args: Mapping[str, Any]) -> Reply:
         tenant = ctx.turn.tenant_id
         account = await self._ledger.get_account(tenant)
         recharge = await self._ledger.recharge_settings(tenant)
@@ -168,7 +136,7 @@ class Actions:
                                   date=format_date(min(l.expires_at for l in soon), ctx.locale)))
         return Reply("\n\n".join(lines))
 
-    def _recharge_lines(self, ctx: _Ctx, r: RechargeSettings, headline: str) -> str:
+    def _recharge_lines(self, ctx: Ctx, r: RechargeSettings, headline: str) -> str:
         if not r.enabled and r.amount == 0:
             return ctx.text("recharge.not_set")
         lines = [ctx.text(headline, amount=ctx.money(r.amount), trigger=ctx.money(r.trigger))]
@@ -177,13 +145,13 @@ class Actions:
         lines.append(ctx.text("recharge.breaker", max_per_day=r.max_per_day))
         return "\n\n".join(lines)
 
-    async def _add(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
+    async def _add(self, ctx: Ctx, args: Mapping[str, Any]) -> Reply:
         posting = await self._ledger.add_funds(ctx.turn.tenant_id, args["amount"], actor=ctx.turn.user_id,
                                                key=ctx.turn.activity_id, memo=args.get("memo", ""))
         return ctx.say("add.replayed" if posting.replayed else "add.done", amount=ctx.money(posting.entry.amount),
                        balance=ctx.money(posting.balance))
 
-    async def _recharge(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
+    async def _recharge(self, ctx: Ctx, args: Mapping[str, Any]) -> Reply:
         tenant = ctx.turn.tenant_id
         current = await self._ledger.recharge_settings(tenant)
         if not args:
@@ -202,7 +170,7 @@ class Actions:
             return ctx.say("recharge.disabled")
         return Reply(self._recharge_lines(ctx, saved, "recharge.enabled" if "enabled" in args else "recharge.saved"))
 
-    async def _alerts(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
+    async def _alerts(self, ctx: Ctx, args: Mapping[str, Any]) -> Reply:
         tenant = ctx.turn.tenant_id
         current = await self._ledger.alert_settings(tenant)
         lines: list[str] = []
@@ -228,10 +196,10 @@ class Actions:
             lines.append(ctx.text("alerts.no_destinations"))
         return Reply("\n\n".join(lines))
 
-    def _place(self, ctx: _Ctx, conversation_id: str) -> str:
+    def _place(self, ctx: Ctx, conversation_id: str) -> str:
         return ctx.text("label.this_conversation") if conversation_id == ctx.turn.conversation_id else conversation_id
 
-    async def _history(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
+    async def _history(self, ctx: Ctx, args: Mapping[str, Any]) -> Reply:
         n = args.get("n", commands.HISTORY_DEFAULT)
         page = await self._ledger.history(ctx.turn.tenant_id, limit=n)
         if not page.items:
@@ -245,60 +213,44 @@ class Actions:
             text += "\n\n" + ctx.text("history.more", n=min(n * 2, commands.HISTORY_MAX), max=commands.HISTORY_MAX)
         return Reply(text)
 
-    async def _usage(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
-        now = self._clock()
+    async def _usage(self, ctx: Ctx, args: Mapping[str, Any]) -> Reply:
         period = args.get("period", commands.USAGE_DEFAULT)
-        start = (now.replace(day=1, hour=0, minute=0, second=0, microsecond=0) if period == "month"
-                 else now - timedelta(days=7 if period == "7d" else 30))
         label = ctx.text(f"period.{period}")
-        entries = [e for e in await self._ledger.entries_since(ctx.turn.tenant_id, start)
-                   if e.kind is EntryKind.USAGE]
-        if not entries:
+        summary = await reports.usage_summary(self._ledger, ctx.turn.tenant_id, period, self._clock())
+        if not summary.calls:
             return ctx.say("usage.none", period=label)
-        by_type: Counter[str] = Counter()
-        by_user: defaultdict[str, int] = defaultdict(int)
-        for e in entries:
-            by_type[str(e.details.get("call_type") or "-")] += -e.amount
-            by_user[str(e.details.get("user_name") or e.details.get("user_id") or "-")] += -e.amount
-        lines = [ctx.text("usage.total", period=label, total=ctx.money(sum(by_type.values())), count=len(entries)),
+        lines = [ctx.text("usage.total", period=label, total=ctx.money(summary.total), count=summary.calls),
                  ctx.text("usage.by_type")]
-        lines += [ctx.text("usage.line", name=name, amount=ctx.money(v)) for name, v in by_type.most_common()]
+        lines += [ctx.text("usage.line", name=name, amount=ctx.money(v)) for name, v in summary.by_type]
         lines.append(ctx.text("usage.by_user"))
-        lines += [ctx.text("usage.line", name=name, amount=ctx.money(v))
-                  for name, v in sorted(by_user.items(), key=lambda kv: -kv[1])[:5]]
+        lines += [ctx.text("usage.line", name=name, amount=ctx.money(v)) for name, v in summary.by_user[:5]]
         return Reply("\n\n".join(lines))
 
-    async def _forecast(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
-        tenant = ctx.turn.tenant_id
-        now = self._clock()
-        account = await self._ledger.get_account(tenant)
-        recharge = await self._ledger.recharge_settings(tenant)
-        entries = await self._ledger.entries_since(tenant, now - timedelta(days=30))
-        f = forecast(entries, balance=account.balance, now=now,
-                     trigger=recharge.trigger if recharge.enabled else None)
+    async def _forecast(self, ctx: Ctx, args: Mapping[str, Any]) -> Reply:
+        f, recharge_amount = await reports.account_forecast(self._ledger, ctx.turn.tenant_id, self._clock())
         if f.daily_burn == 0:
             return ctx.say("forecast.no_usage", days=f.window_days)
         lines = [ctx.text("forecast.burn", daily=ctx.money(f.daily_burn), days=f.window_days)]
-        if f.next_recharge_on is not None:
-            lines.append(ctx.text("forecast.next_recharge", amount=ctx.money(recharge.amount),
-                                  date=format_date(f.next_recharge_on, ctx.locale)))
+        if f.next_recharge_on is not None and recharge_amount is not None:
+            lines.append(ctx.text("forecast.next_recharge", amount=ctx.money(recharge_amount),
+                                  date=ctx.date(f.next_recharge_on)))
         elif f.zero_on is not None:
-            lines.append(ctx.text("forecast.zero", date=format_date(f.zero_on, ctx.locale)))
+            lines.append(ctx.text("forecast.zero", date=ctx.date(f.zero_on)))
         return Reply("\n\n".join(lines))
 
-    async def _subscribe(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
+    async def _subscribe(self, ctx: Ctx, args: Mapping[str, Any]) -> Reply:
         kinds = tuple(args.get("kinds") or tuple(AlertKind))
         await self._ledger.subscribe(ctx.turn.tenant_id, ctx.turn.conversation_id, kinds, actor=ctx.turn.user_id,
                                      key=ctx.turn.activity_id)
         names = [ctx.text(f"alert_kind.{k.value}") for k in AlertKind if k in kinds]
         return ctx.say("subscribe.done", kinds=format_list(names, ctx.locale))
 
-    async def _unsubscribe(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
+    async def _unsubscribe(self, ctx: Ctx, args: Mapping[str, Any]) -> Reply:
         await self._ledger.unsubscribe(ctx.turn.tenant_id, ctx.turn.conversation_id, actor=ctx.turn.user_id,
                                        key=ctx.turn.activity_id)
         return ctx.say("unsubscribe.done")
 
-    async def _roles(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
+    async def _roles(self, ctx: Ctx, args: Mapping[str, Any]) -> Reply:
         grants = await self._ledger.roles(ctx.turn.tenant_id)
         if not grants:
             return Reply(ctx.text("roles.none") + "\n\n" + ctx.text("roles.bootstrap"))
@@ -306,7 +258,7 @@ class Actions:
                                                        role=ctx.text(f"role.{g.role.value}")) for g in grants]
         return Reply("\n\n".join(lines))
 
-    async def _resolve(self, ctx: _Ctx, user: Mention | str) -> tuple[str, str] | None:
+    async def _resolve(self, ctx: Ctx, user: Mention | str) -> tuple[str, str] | None:
         """(Entra object id, display name) of a mentioned or typed user; None when Teams can't tell us."""
         if isinstance(user, str):
             return user, user
@@ -318,7 +270,7 @@ class Actions:
                 return found, user.name
         return None
 
-    async def _grant(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
+    async def _grant(self, ctx: Ctx, args: Mapping[str, Any]) -> Reply:
         who = await self._resolve(ctx, args["user"])
         if who is None:
             return ctx.say("grant.no_object_id", name=args["user"].name)
@@ -327,7 +279,7 @@ class Actions:
                                       key=ctx.turn.activity_id, display_name=name)
         return ctx.say("grant.done", name=name, role=ctx.text(f"role.{args['role'].value}"))
 
-    async def _revoke(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
+    async def _revoke(self, ctx: Ctx, args: Mapping[str, Any]) -> Reply:
         who = await self._resolve(ctx, args["user"])
         if who is None:
             return ctx.say("grant.no_object_id", name=args["user"].name)
@@ -339,7 +291,7 @@ class Actions:
             return ctx.say("error.not_found.role", name=name)
         return ctx.say("revoke.done", name=name)
 
-    async def _whoami(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
+    async def _whoami(self, ctx: Ctx, args: Mapping[str, Any]) -> Reply:
         name, user_id = ctx.turn.user_name or "-", ctx.turn.user_id or "-"
         if ctx.role is None:
             return ctx.say("whoami.no_role", name=name, user_id=user_id)
@@ -349,7 +301,7 @@ class Actions:
             text += "\n\n" + ctx.text("whoami.bootstrap")
         return Reply(text)
 
-    async def _currency_cmd(self, ctx: _Ctx, args: Mapping[str, Any]) -> Reply:
+    async def _currency_cmd(self, ctx: Ctx, args: Mapping[str, Any]) -> Reply:
         if "code" not in args:
             return ctx.say("currency.show", currency=ctx.currency)
         await self._ledger.set_currency(ctx.turn.tenant_id, args["code"], actor=ctx.turn.user_id,

@@ -689,6 +689,30 @@ _M: dict[str, dict[str, str]] = {
         "en": "This message is a card. Open it in Microsoft Teams to see it.",
         "da": "Denne besked er et kort. Åbn den i Microsoft Teams for at se den.",
     },
+    "card.unknown_button": {
+        "en": "That button is no longer supported. Type `balance` for a fresh card.",
+        "da": "Den knap understøttes ikke længere. Skriv `saldo` for at få et nyt kort.",
+    },
+    "card.tampered": {
+        "en": "That card sent something I can't use, so nothing was changed. Please open a fresh card.",
+        "da": "Kortet sendte noget, jeg ikke kan bruge, så intet blev ændret. Åbn venligst et nyt kort.",
+    },
+    "card.review_add": {
+        "en": "Please confirm adding {amount}.",
+        "da": "Bekræft venligst, at du vil indsætte {amount}.",
+    },
+    "card.approval_closed": {
+        "en": "This approval is no longer open, so nothing was changed.",
+        "da": "Denne godkendelse er ikke længere åben, så intet blev ændret.",
+    },
+    "card.alerts_saved_text": {
+        "en": "The alert settings are saved.",
+        "da": "Indstillingerne for advarsler er gemt.",
+    },
+    "card.memo_too_long": {
+        "en": "The note can be at most {max} characters.",
+        "da": "Noten må højst være på {max} tegn.",
+    },
     "card.out_of_date": {
         "en": "This card is out of date; here is the current one.",
         "da": "Dette kort er forældet; her er det aktuelle.",

@@ -1,0 +1,297 @@
+"""What the bot does when a card button is pressed: one handler per verb of `cards.verbs`, plain async code.
+
+Action.Execute and Action.Submit arrive here alike, as (verb, data). For every press, in this order:
+
+1. the verb must be in the table (else a polite "this button is not supported");
+2. the caller's role must allow the verb's capability (checked on every press, whatever the card showed);
+3. a verb that changes something must carry a well-formed nonce: it becomes the idempotency key
+   (`card:{nonce}`), so a double click, a Teams retry or a resubmitted old card changes nothing twice and gets
+   the original answer;
+4. every field is validated again on the server (types, signs, precision, bounds). Fields a verb does not
+   read are ignored: clients add their own (Action.Submit sends every input of the card);
+5. a settings form whose `basis` (digest of the settings it was prefilled with) no longer matches is answered
+   "out of date" with a fresh form, instead of silently overwriting someone else's change.
+
+Money in card data and inputs is a plain major-unit decimal string ("250", "12.50"), parsed with
+`storage.money.to_minor`, never float.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+from dataclasses import replace
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any, Awaitable, Callable, Mapping
+
+import cards
+from cards.verbs import PERIODS, THRESHOLD_INPUTS, VERBS
+from cards.elements import major_text
+from storage import AlertSettings, InvalidAmount, InvalidSettings, Ledger, RechargeSettings
+from storage.clock import Clock, utc_now
+from storage.money import MAX_MAJOR_UNITS, precision, to_minor
+from storage.policy import allows
+
+from . import commands, reports
+from .context import Ctx, Reply
+from .i18n import MESSAGES, denied_key, ledger_error_message
+
+_NONCE = re.compile(r"[A-Za-z0-9_-]{8,64}")
+HISTORY_PAGE = 10
+
+
+class CardInputError(Exception):
+    """A field of a pressed card that cannot be used; `message` is already in the user's language."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def new_nonce() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def basis_of(settings: RechargeSettings | AlertSettings) -> str:
+    """Digest of the settings a form was prefilled with (compared when the form comes back)."""
+    canonical = json.dumps(settings.to_dict(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class CardActions:
+    def __init__(self, ledger: Ledger, *, clock: Clock = utc_now, nonces: Callable[[], str] = new_nonce) -> None:
+        self._ledger = ledger
+        self._clock = clock
+        self._nonce = nonces
+        self._handlers: Mapping[str, Callable[[Ctx, Mapping[str, Any]], Awaitable[Reply]]] = {
+            "balance": self._balance, "add_funds.open": self._add_open, "add_funds.review": self._add_review,
+            "add_funds.confirm": self._add_confirm, "add_funds.approve": self._approval_unavailable,
+            "add_funds.reject": self._approval_unavailable, "recharge.open": self._recharge_open,
+            "recharge.save": self._recharge_save, "alerts.open": self._alerts_open, "alerts.save": self._alerts_save,
+            "history.page": self._history_page, "usage.show": self._usage_show, "help": self._help,
+            "cancel": self._cancel,
+        }
+        if set(self._handlers) != set(VERBS):
+            raise RuntimeError(f"card verbs and handlers disagree: {sorted(set(self._handlers) ^ set(VERBS))}")
+
+    @property
+    def verbs(self) -> frozenset[str]:
+        return frozenset(self._handlers)
+
+    async def handle(self, ctx: Ctx, verb: str, data: Mapping[str, Any]) -> Reply:
+        spec = VERBS.get(verb)
+        if spec is None:
+            return self.refusal(ctx, ctx.t("card.unknown_button"))
+        if spec.capability is not None and not allows(ctx.role, spec.capability):
+            return self.refusal(ctx, ctx.t(denied_key(spec.capability)))
+        if spec.needs_nonce and not (isinstance(data.get("nonce"), str) and _NONCE.fullmatch(data["nonce"])):
+            return self.refusal(ctx, ctx.t("card.tampered"))
+        try:
+            return await self._handlers[verb](ctx, data)
+        except CardInputError as error:
+            return self.refusal(ctx, error.message)
+
+    def refusal(self, ctx: Ctx, message: str) -> Reply:
+        """A refusal answered as a card (Action.Execute needs one) and as text (Action.Submit posts it)."""
+        return Reply(message, cards.notice_card(ctx, message=message, tone="attention"))
+
+    # --- reading ----------------------------------------------------------------------------------------------
+    async def _balance(self, ctx: Ctx, data: Mapping[str, Any]) -> Reply:
+        tenant, now = ctx.turn.tenant_id, self._clock()
+        account = await self._ledger.get_account(tenant)
+        recharge = await self._ledger.recharge_settings(tenant)
+        thresholds = (await self._ledger.alert_settings(tenant)).thresholds
+        expiring = [lot for lot in await self._ledger.lots(tenant) if lot.expires_at <= now + timedelta(days=30)]
+        f, amount = await reports.account_forecast(self._ledger, tenant, now)
+        line = None
+        if f.next_recharge_on is not None and amount is not None:
+            line = ctx.t("forecast.next_recharge", amount=ctx.money(amount), date=ctx.date(f.next_recharge_on))
+        elif f.zero_on is not None:
+            line = ctx.t("forecast.zero", date=ctx.date(f.zero_on))
+        card = cards.balance_card(ctx, account=account, recharge=recharge,
+                                  status=cards.balance_status(account.balance, recharge, thresholds),
+                                  last_recharge=await reports.last_recharge(self._ledger, tenant),
+                                  expiring=expiring, forecast_line=line)
+        return Reply(ctx.t("balance.reply", balance=ctx.money(account.balance)), card)
+
+    async def _history_page(self, ctx: Ctx, data: Mapping[str, Any]) -> Reply:
+        before = _optional_int(ctx, data.get("before"))
+        after = _optional_int(ctx, data.get("after"))
+        if after is not None:
+            before = after + HISTORY_PAGE + 1     # seqs have no gaps: the page just newer than `after`
+        page = await self._ledger.history(ctx.turn.tenant_id, limit=HISTORY_PAGE, before=before)
+        count = (await self._ledger.get_account(ctx.turn.tenant_id)).entry_count
+        newest = page.items[0].seq if page.items else 0
+        card = cards.history_card(ctx, entries=page.items, older=page.older, has_newer=newest < count)
+        return Reply(ctx.t("history.header", count=len(page.items)), card)
+
+    async def _usage_show(self, ctx: Ctx, data: Mapping[str, Any]) -> Reply:
+        period = data.get("period", commands.USAGE_DEFAULT)
+        if period not in PERIODS:
+            raise CardInputError(ctx.t("card.tampered"))
+        s = await reports.usage_summary(self._ledger, ctx.turn.tenant_id, period, self._clock())
+        card = cards.usage_card(ctx, currency=ctx.currency, period=period, total=s.total, calls=s.calls,
+                                by_type=s.by_type, by_user=s.by_user)
+        return Reply(ctx.t("usage.total", period=ctx.t(f"period.{period}"), total=ctx.money(s.total), count=s.calls),
+                     card)
+
+    async def _help(self, ctx: Ctx, data: Mapping[str, Any]) -> Reply:
+        rows = [(form.usage, ctx.t(form.summary, **commands.HELP_PARAMS))
+                for c in commands.COMMANDS for form in c.forms]
+        return Reply(commands.help_text(ctx.language, role=ctx.role), cards.help_card(ctx, commands=rows))
+
+    async def _cancel(self, ctx: Ctx, data: Mapping[str, Any]) -> Reply:
+        return Reply(ctx.t("card.cancelled.text"), cards.cancelled_card(ctx))
+
+    # --- adding funds -----------------------------------------------------------------------------------------
+    async def _add_open(self, ctx: Ctx, data: Mapping[str, Any]) -> Reply:
+        return Reply(ctx.t("label.add_funds"), cards.add_funds_form(ctx, currency=ctx.currency, nonce=self._nonce()))
+
+    async def _add_review(self, ctx: Ctx, data: Mapping[str, Any]) -> Reply:
+        nonce, memo = data["nonce"], _memo(ctx, data.get("memo"))
+        try:
+            amount = _money(ctx, data.get("amount"))
+        except CardInputError as error:
+            return Reply(error.message, cards.add_funds_form(ctx, currency=ctx.currency, nonce=nonce, memo=memo,
+                                                             error=error.message))
+        balance = (await self._ledger.get_account(ctx.turn.tenant_id)).balance
+        card = cards.add_funds_confirm_card(ctx, currency=ctx.currency, amount=amount, memo=memo,
+                                            balance=balance, nonce=nonce)
+        return Reply(ctx.t("card.review_add", amount=ctx.money(amount)), card)
+
+    async def _add_confirm(self, ctx: Ctx, data: Mapping[str, Any]) -> Reply:
+        amount, memo = _money(ctx, data.get("amount")), _memo(ctx, data.get("memo"))
+        posting = await self._ledger.add_funds(ctx.turn.tenant_id, amount, actor=ctx.turn.user_id,
+                                               key=f"card:{data['nonce']}", memo=memo)
+        card = cards.add_funds_receipt_card(ctx, posting=posting, added_by=ctx.turn.user_name or ctx.turn.user_id)
+        key = "add.replayed" if posting.replayed else "add.done"
+        return Reply(ctx.t(key, amount=ctx.money(posting.entry.amount), balance=ctx.money(posting.balance)), card)
+
+    async def _approval_unavailable(self, ctx: Ctx, data: Mapping[str, Any]) -> Reply:
+        return self.refusal(ctx, ctx.t("card.approval_closed"))
+
+    # --- settings ---------------------------------------------------------------------------------------------
+    async def _recharge_open(self, ctx: Ctx, data: Mapping[str, Any]) -> Reply:
+        current = await self._ledger.recharge_settings(ctx.turn.tenant_id)
+        return Reply(ctx.t("label.edit_recharge"), self._recharge_form(ctx, current))
+
+    def _recharge_form(self, ctx: Ctx, settings: RechargeSettings, error: str | None = None) -> dict[str, Any]:
+        return cards.recharge_form(ctx, currency=ctx.currency, settings=settings, nonce=self._nonce(),
+                                   basis=basis_of(settings), error=error)
+
+    async def _recharge_save(self, ctx: Ctx, data: Mapping[str, Any]) -> Reply:
+        tenant = ctx.turn.tenant_id
+        current = await self._ledger.recharge_settings(tenant)
+        try:
+            wanted = replace(current, enabled=_toggle(ctx, data.get("enabled")),
+                             amount=_money(ctx, data.get("amount"), allow_zero=True),
+                             trigger=_money(ctx, data.get("trigger"), allow_zero=True),
+                             monthly_cap=_money(ctx, data.get("cap"), optional=True))
+        except CardInputError as error:
+            return Reply(error.message, self._recharge_form(ctx, current, error.message))
+        if data.get("basis") != basis_of(current) and wanted != current:
+            # someone changed the settings since this form was built (a resubmit of this very save finds its
+            # own result as the current settings and is replayed below)
+            return Reply(ctx.t("card.out_of_date"), cards.out_of_date_card(ctx, fresh=self._recharge_form(ctx, current)))
+        try:
+            change = await self._ledger.set_recharge_settings(tenant, wanted, actor=ctx.turn.user_id,
+                                                              key=f"card:{data['nonce']}")
+        except InvalidSettings as error:
+            message = ledger_error_message(error, ctx.language, currency=ctx.currency, locale=ctx.locale)
+            return Reply(message, self._recharge_form(ctx, current, message))
+        saved = RechargeSettings.from_dict(change.value)
+        return Reply(ctx.t("recharge.saved", amount=ctx.money(saved.amount), trigger=ctx.money(saved.trigger))
+                     if saved.enabled else ctx.t("recharge.disabled"),
+                     cards.recharge_saved_card(ctx, settings=saved, replayed=change.replayed))
+
+    async def _alerts_open(self, ctx: Ctx, data: Mapping[str, Any]) -> Reply:
+        current = await self._ledger.alert_settings(ctx.turn.tenant_id)
+        return Reply(ctx.t("card.alerts.title"), self._alerts_form(ctx, current))
+
+    def _alerts_form(self, ctx: Ctx, settings: AlertSettings, error: str | None = None) -> dict[str, Any]:
+        return cards.alerts_form(ctx, currency=ctx.currency, settings=settings, nonce=self._nonce(),
+                                 basis=basis_of(settings), error=error)
+
+    async def _alerts_save(self, ctx: Ctx, data: Mapping[str, Any]) -> Reply:
+        tenant = ctx.turn.tenant_id
+        current = await self._ledger.alert_settings(tenant)
+        try:
+            values = [_money(ctx, data.get(name), optional=True) for name in THRESHOLD_INPUTS]
+            days = _optional_int(ctx, data.get("forecast_days"))
+            wanted = AlertSettings(tuple(v for v in values if v is not None),
+                                   current.forecast_days if days is None else days)
+        except CardInputError as error:
+            return Reply(error.message, self._alerts_form(ctx, current, error.message))
+        normalised = AlertSettings(tuple(sorted(set(wanted.thresholds), reverse=True)), wanted.forecast_days)
+        if data.get("basis") != basis_of(current) and normalised != current:
+            return Reply(ctx.t("card.out_of_date"), cards.out_of_date_card(ctx, fresh=self._alerts_form(ctx, current)))
+        try:
+            change = await self._ledger.set_alert_settings(tenant, wanted, actor=ctx.turn.user_id,
+                                                           key=f"card:{data['nonce']}")
+        except InvalidSettings as error:
+            message = ledger_error_message(error, ctx.language, currency=ctx.currency, locale=ctx.locale)
+            return Reply(message, self._alerts_form(ctx, current, message))
+        saved = AlertSettings.from_dict(change.value)
+        return Reply(ctx.t("card.alerts_saved_text"), cards.alerts_saved_card(ctx, settings=saved, replayed=change.replayed))
+
+
+# --- field parsing (every value from a card is untrusted) ---------------------------------------------------------
+
+def _money(ctx: Ctx, value: Any, *, allow_zero: bool = False, optional: bool = False) -> Any:
+    """Major units from a card field to minor units of the account currency."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if optional:
+            return None
+        raise CardInputError(_amount_message(ctx, "empty", ""))
+    if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
+        raise CardInputError(ctx.t("card.tampered"))
+    try:
+        return to_minor(value.strip() if isinstance(value, str) else value, ctx.currency, allow_zero=allow_zero)
+    except InvalidAmount as error:
+        raise CardInputError(_amount_message(ctx, error.reason, str(value)[:40])) from None
+
+
+def _amount_message(ctx: Ctx, reason: str, text: str) -> str:
+    key = f"amount.{reason}"
+    if key not in MESSAGES:
+        return ctx.t("card.tampered")
+    return ctx.t(key, text=text, example=major_text(125050 * 10 ** precision(ctx.currency) // 100, ctx.currency),
+                 currency=ctx.currency, places=precision(ctx.currency), max=f"{MAX_MAJOR_UNITS:,}")
+
+
+def _memo(ctx: Ctx, value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise CardInputError(ctx.t("card.tampered"))
+    memo = " ".join(value.split())
+    if len(memo) > commands.MAX_MEMO:
+        raise CardInputError(ctx.t("card.memo_too_long", max=commands.MAX_MEMO))
+    return memo
+
+
+def _toggle(ctx: Ctx, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "false"):
+        return value == "true"
+    raise CardInputError(ctx.t("card.tampered"))
+
+
+def _optional_int(ctx: Ctx, value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise CardInputError(ctx.t("card.tampered"))
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
+        number = int(value)
+    else:
+        raise CardInputError(ctx.t("card.tampered"))
+    if not 0 < number < 10**12:
+        raise CardInputError(ctx.t("card.tampered"))
+    return number
