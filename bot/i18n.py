@@ -628,6 +628,19 @@ _M: dict[str, dict[str, str]] = {
         "da": "Denne samtale abonnerer ikke på advarsler.",
     },
     "error.not_found.alert": {"en": "There is no such alert.", "da": "Den advarsel findes ikke."},
+    "error.not_found.approval": {"en": "There is no such approval request.",
+                                 "da": "Den anmodning om godkendelse findes ikke."},
+    "error.approval_closed": {
+        "en": "This request was already {status}, so nothing more was done.",
+        "da": "Denne anmodning er allerede {status}, så der skete ikke mere.",
+    },
+    "error.self_approval": {
+        "en": "You asked for these funds, so another admin has to approve them.",
+        "da": "Du har selv bedt om beløbet, så en anden administrator skal godkende det.",
+    },
+    "approval.status.approved": {"en": "approved", "da": "godkendt"},
+    "approval.status.rejected": {"en": "rejected", "da": "afvist"},
+    "approval.status.pending": {"en": "pending", "da": "afventer"},
     "error.not_found.destination": {
         "en": "That alert isn't addressed to this conversation.",
         "da": "Den advarsel er ikke sendt til denne samtale.",
@@ -1010,6 +1023,11 @@ def ledger_error_key(exc: ledger_errors.LedgerError, *, currency: str, locale: s
     if isinstance(exc, e.InvalidSettings):
         key = f"error.invalid_settings.{exc.reason}"
         return (key if key in MESSAGES else "error.invalid_settings"), params
+    if isinstance(exc, e.ApprovalClosed):
+        return "error.approval_closed", {**params, "status_value": exc.approval.status.value,
+                                         "decided_by": exc.approval.decided_by}
+    if isinstance(exc, e.SelfApproval):
+        return "error.self_approval", {**params, "approval_id": exc.approval_id}
     if isinstance(exc, e.NotFound):
         key = f"error.not_found.{exc.what}"
         name = (names or {}).get(exc.ident, exc.ident)
@@ -1020,5 +1038,7 @@ def ledger_error_key(exc: ledger_errors.LedgerError, *, currency: str, locale: s
 def ledger_error_message(exc: ledger_errors.LedgerError, language: str, *, currency: str, locale: str,
                          names: Mapping[str, str] | None = None) -> str:
     key, params = ledger_error_key(exc, currency=currency, locale=locale, names=names)
+    if "status_value" in params:
+        params["status"] = t(f"approval.status.{params['status_value']}", language)
     return t(key, language, **params)
 

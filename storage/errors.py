@@ -7,6 +7,11 @@ shown to the user. Errors carry data as attributes, so callers never need to par
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .model import Approval
+
 
 class LedgerError(Exception):
     """Root of every expected ledger failure. Raising one changes nothing in the store."""
@@ -95,6 +100,22 @@ class NotFound(LedgerError):
         super().__init__(f"no {what} {ident!r}")
         self.what = what
         self.ident = ident
+
+
+class ApprovalClosed(LedgerError):
+    """The approval was already decided (approved or rejected); `approval` is it as it stands."""
+
+    def __init__(self, approval: "Approval") -> None:
+        super().__init__(f"approval {approval.approval_id} is already {approval.status.value}")
+        self.approval = approval
+
+
+class SelfApproval(LedgerError):
+    """The admin who requested the funds may not decide their own request: it needs a second admin."""
+
+    def __init__(self, approval_id: str) -> None:
+        super().__init__(f"approval {approval_id} must be decided by another admin than its requester")
+        self.approval_id = approval_id
 
 
 class LeaseLost(LedgerError):

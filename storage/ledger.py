@@ -34,6 +34,12 @@ Semantics (DESIGN.md section 3, decided in docs/decisions/):
 * **Keys** are the callers' (activity ids, card nonces, usage row ids) except two namespaces the ledger derives
   itself: `expiry:{lot}` and `{key}:recharge:{n}`. A caller's key there is a `ValueError` (a usage row id
   there is `InvalidUsage`).
+* **Approvals** (optional, DESIGN.md: adding funds above a threshold needs a second admin): `request_approval`
+  records a pending request and moves no money; `decide_approval` by *another* admin closes it. Approving writes,
+  in the same atomic unit, the `funds_added` entry the request asked for (the approver is its actor, the
+  decision key its key, the approval id its reference), with the lots, recharges and alerts of `add_funds`;
+  rejecting moves no money. A decided approval stays decided (`ApprovalClosed`); the requester may never decide
+  their own (`SelfApproval`). Which amounts need an approval is the caller's policy, not the ledger's.
 * **Roles and audit**: roles are stored per account (`admin`, `reader`); every change is audited with the
   actor (the chat user's Entra object id, or `system`) in the same atomic unit.
 
@@ -46,9 +52,10 @@ import abc
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping, Sequence
 
-from .model import (Account, Alert, AlertKind, AlertSettings, AlertStatus, AuditRecord, BatchResult,
-                    ConversationRef, Entry, Lot, Page, Posting, RechargeSettings, Role, RoleGrant,
-                    SettingsChange, Subscription, SYSTEM_ACTOR, UsageRecord, VerifyReport)
+from .model import (Account, Alert, AlertKind, AlertSettings, AlertStatus, Approval, ApprovalDecision,
+                    ApprovalStatus, AuditRecord, BatchResult, ConversationRef, Entry, Lot, Page, Posting,
+                    RechargeSettings, Role, RoleGrant, SettingsChange, Subscription, SYSTEM_ACTOR, UsageRecord,
+                    VerifyReport)
 
 #: Alerts are given up after this many failed delivery attempts unless a backend is told otherwise.
 DEFAULT_MAX_ATTEMPTS = 8
@@ -107,6 +114,30 @@ class Ledger(abc.ABC):
         """For every account: write an `expiry` entry for each lot expired at `now` with money left (keyed
         `expiry:{lot_id}`), and raise an `expiring` alert once per lot with money left that expires within 30
         days. Returns the postings written (empty when there was nothing to do)."""
+
+    # --- approvals ------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def request_approval(self, tenant_id: str, amount: int, *, actor: str, key: str,
+                               memo: str = "") -> Approval:
+        """Ask a second admin to approve adding `amount` (> 0 minor units). Keyed like `add_funds` (account, key,
+        idempotency lookup, then `InvalidAmount`); the id is `policy.approval_id(tenant, key)`. Moves no money.
+        A replay returns the approval as it was requested (pending), not as it stands now."""
+
+    @abc.abstractmethod
+    async def decide_approval(self, tenant_id: str, approval_id: str, *, approve: bool, actor: str,
+                              key: str) -> ApprovalDecision:
+        """Approve or reject a pending approval. Checks, in order: the account, the key, the idempotency lookup,
+        `NotFound("approval")`, `SelfApproval` (`actor` requested it), `ApprovalClosed` (already decided).
+        Approving writes the `funds_added` entry in the same atomic unit (see the module docstring);
+        rejecting only closes the approval."""
+
+    @abc.abstractmethod
+    async def approvals(self, tenant_id: str, *, status: ApprovalStatus | None = None) -> list[Approval]:
+        """The account's approvals, newest first, optionally of one status."""
+
+    @abc.abstractmethod
+    async def get_approval(self, tenant_id: str, approval_id: str) -> Approval:
+        """One approval as it stands, or `NotFound("approval")`."""
 
     # --- reading -------------------------------------------------------------------------------------------
     @abc.abstractmethod

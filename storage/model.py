@@ -54,6 +54,12 @@ class AlertStatus(StrEnum):
     DEAD = "dead"            # gave up after the maximum number of attempts
 
 
+class ApprovalStatus(StrEnum):
+    PENDING = "pending"      # waiting for a second admin
+    APPROVED = "approved"    # funds added by the approver
+    REJECTED = "rejected"    # closed without moving money
+
+
 SYSTEM_ACTOR = "system"
 
 
@@ -263,6 +269,56 @@ class SettingsChange:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], *, replayed: bool = False) -> "SettingsChange":
         return cls(dict(d["value"]), replayed)
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """A request to add funds that needs a second admin (`Ledger.request_approval`). Moves no money until it is
+    approved; then `entry_seq` is the `funds_added` entry the approval wrote. `approval_id` is
+    `policy.approval_id(tenant, request key)`."""
+
+    approval_id: str
+    tenant_id: str
+    amount: int
+    memo: str
+    requested_by: str
+    requested_at: datetime
+    status: ApprovalStatus
+    decided_by: str = ""
+    decided_at: datetime | None = None
+    entry_seq: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"approval_id": self.approval_id, "tenant_id": self.tenant_id, "amount": self.amount,
+                "memo": self.memo, "requested_by": self.requested_by, "requested_at": iso(self.requested_at),
+                "status": self.status.value, "decided_by": self.decided_by,
+                "decided_at": iso(self.decided_at) if self.decided_at else None, "entry_seq": self.entry_seq}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Approval":
+        return cls(d["approval_id"], d["tenant_id"], d["amount"], d.get("memo", ""), d["requested_by"],
+                   parse_iso(d["requested_at"]), ApprovalStatus(d["status"]), d.get("decided_by", ""),
+                   parse_iso(d["decided_at"]) if d.get("decided_at") else None, d.get("entry_seq"))
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalDecision:
+    """Result of `Ledger.decide_approval`: the approval as decided, and the posting of its `funds_added` entry
+    (None for a rejection). A replay returns the original decision with `replayed` set (on the posting too)."""
+
+    approval: Approval
+    posting: Posting | None
+    replayed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"approval": self.approval.to_dict(),
+                "posting": self.posting.to_dict() if self.posting is not None else None}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], *, replayed: bool = False) -> "ApprovalDecision":
+        posting = d.get("posting")
+        return cls(Approval.from_dict(d["approval"]),
+                   Posting.from_dict(posting, replayed=replayed) if posting is not None else None, replayed)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ MAX_RECHARGES_PER_DAY = 100
 _RESERVED_PREFIX = "expiry:"
 _RESERVED_PART = ":recharge:"
 _ALERT_NAMESPACE = uuid.UUID("6f0f5a0e-7b7a-4d0b-9d55-4a1f3f1c2b10")
+_APPROVAL_NAMESPACE = uuid.UUID("3b9c1d52-8e4f-4c7a-a0d6-5f2e9b7c1a44")
 
 
 # --- time -------------------------------------------------------------------------------------------------------
@@ -168,6 +169,13 @@ def blocked_key(tenant_id: str, entry_seq: int) -> str:
 
 def expiring_key(tenant_id: str, lot_id: int) -> str:
     return f"expiring:{tenant_id}:{lot_id}"
+
+
+# --- approvals --------------------------------------------------------------------------------------------------
+
+def approval_id(tenant_id: str, key: str) -> str:
+    """Deterministic id of an approval request: the request's key in its account, in every backend."""
+    return str(uuid.uuid5(_APPROVAL_NAMESPACE, f"{tenant_id}\n{key}"))
 
 
 # --- idempotency ------------------------------------------------------------------------------------------------

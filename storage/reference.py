@@ -29,11 +29,13 @@ field for field, so that the contract suite can compare them.
 Order of checks in a keyed mutation
     1. the account (`AccountNotFound`); 2. the key itself: `policy.check_caller_key(key)` in every keyed
     mutation by a caller (add_funds, adjust, set_currency, set_recharge_settings, set_alert_settings,
-    grant_role, revoke_role, subscribe, unsubscribe): an empty key or one in a reserved namespace
-    (`policy.is_reserved_key`: `expiry:...`, `...:recharge:...`) is a programming error (`ValueError`), not a
-    `LedgerError`; 3. the idempotency lookup (replay or `IdempotencyConflict`); 4. validation of the arguments
+    grant_role, revoke_role, subscribe, unsubscribe, request_approval, decide_approval): an empty key or one
+    in a reserved namespace (`policy.is_reserved_key`: `expiry:...`, `...:recharge:...`) is a programming
+    error (`ValueError`), not a `LedgerError` (`decide_approval` then also refuses an `approve` that is not a
+    `bool`); 3. the idempotency lookup (replay or `IdempotencyConflict`); 4. validation of the arguments
     (`InvalidAmount`, `InvalidCurrency`, `CurrencyMismatch`, `InvalidSettings`); 5. checks against state
-    (`CurrencyLocked`, `InsufficientFunds`, `NotFound`). Usage rows have their own order (see below).
+    (`CurrencyLocked`, `InsufficientFunds`, `NotFound`, then `SelfApproval`, `ApprovalClosed`). Usage rows
+    have their own order (see below).
 
 Idempotency
     Keys are scoped to the account and shared by every operation. An op record keeps
@@ -52,17 +54,24 @@ Idempotency
       subscribe             {"conversation_id", "kinds": sorted(set(str(k) for k in kinds))}
       unsubscribe           {"conversation_id"}
       expire_lot            {"lot_id"}  (key `expiry:{lot_id}`, written by `expire_lots`)
+      request_approval      {"amount", "memo"}
+      decide_approval       {"approval_id", "approve"}
     Entry keys stay unique per account because the only entry keys that are not op keys
     (`{key}:recharge:{n}`) are in a reserved namespace no caller may use (a `ValueError` before the lookup);
     `expiry:{lot}` keys are written only by `expire_lots`.
     A replay returns `Posting.from_dict(stored, replayed=True)` / `SettingsChange.from_dict(stored,
-    replayed=True)`.
+    replayed=True)` / `ApprovalDecision.from_dict(stored, replayed=True)` (its posting replayed too) /
+    `Approval.from_dict(stored)` (an `Approval` has no replay flag: it is the approval as it was requested).
 
 Money operations and their entries
     Every entry of one operation has `at` = the clock's time at the start of the operation. A Posting lists
     the primary entry first, then its recharges in order.
       add_funds    kind funds_added, amount +a, the caller's actor/key/memo/reference, details {}
       adjust       kind adjustment, signed amount, the caller's actor/key/memo/reference, details {}
+      approval     (`decide_approval` with approve=True) kind funds_added, amount +approval.amount, actor = the
+                   approver, key = the decision key, memo = the request's memo, reference = approval_id,
+                   details {"requested_by", "approval_id"}; lots, recharges (none: a credit) and alerts exactly
+                   as for add_funds
       record_usage kind usage, amount -usage.amount, actor as given (default "system"), key usage_id,
                    memo "", reference usage_id,
                    details = {**usage.details, "occurred_at": iso(usage.occurred_at)}
@@ -133,6 +142,18 @@ Outbox
     account still waiting for it; an alert left with nothing pending becomes `delivered` and its lease ends.
     `alerts()` is newest first (reverse of oldest first).
 
+Approvals
+    `request_approval`: after the idempotency lookup, `check_minor(amount)`; then a new `Approval`
+    (approval_id = `policy.approval_id(tenant, key)`, requested_by = actor, requested_at = clock, status
+    pending, decided_by "", decided_at/entry_seq None). It moves no money and does not lock the currency.
+    `decide_approval`: after the key, `approve` must be a `bool` (else `ValueError`, a programming error); then
+    the idempotency lookup, then `NotFound("approval", approval_id)`, `SelfApproval(approval_id)` when the actor
+    is the requester, `ApprovalClosed(approval as it stands)` when it is not pending (a replay with the
+    decision's own key still answers). The decision sets status approved/rejected, decided_by = actor,
+    decided_at = clock, entry_seq = the funds_added entry's seq (None when rejected); `ApprovalDecision.posting`
+    is that entry's Posting (None when rejected). `approvals()` is newest first: the reverse of
+    (requested_at, order of request), filtered by status; `get_approval` of an unknown id is `NotFound`.
+
 Settings results (`SettingsChange.value`)
       set_currency          {"currency": normalised code}
       set_recharge_settings settings.to_dict()
@@ -165,6 +186,9 @@ Audit (one record per change, newest first, `seq` from 1 per account; none for r
       subscribe              {"conversation_id", "kinds": [values]}
       unsubscribe            {"conversation_id"}
       disable_subscription   actor "system", key "", {"conversation_id", "reason"}
+      approval_requested     {"approval_id", "amount", "memo"}
+      approval_decided       {"approval_id", "approve": bool, "entry_seq": seq or None}; an approval writes
+                             only this record (no separate funds_added record)
 
 Other choices
     `open_account` validates the currency first (`InvalidCurrency` even if the account exists). Batch rows:
@@ -192,10 +216,12 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from . import policy
 from .clock import Clock, utc_now
-from .errors import (AccountNotFound, CurrencyLocked, CurrencyMismatch, IdempotencyConflict, InsufficientFunds,
-                     InvalidAmount, InvalidSettings, InvalidUsage, LeaseLost, NotFound)
+from .errors import (AccountNotFound, ApprovalClosed, CurrencyLocked, CurrencyMismatch, IdempotencyConflict,
+                     InsufficientFunds, InvalidAmount, InvalidSettings, InvalidUsage, LeaseLost, NotFound,
+                     SelfApproval)
 from .ledger import DEFAULT_MAX_ATTEMPTS, EXPIRING_NOTICE, Ledger
-from .model import (Account, Alert, AlertKind, AlertSettings, AlertStatus, AuditRecord, BatchResult,
+from .model import (Account, Alert, AlertKind, AlertSettings, AlertStatus, Approval, ApprovalDecision,
+                    ApprovalStatus, AuditRecord, BatchResult,
                     ConversationRef, Entry, EntryKind, Lot, Page, Posting, RechargeSettings, Role, RoleGrant,
                     RowOutcome, RowStatus, SettingsChange, Subscription, SYSTEM_ACTOR, UsageRecord,
                     VerifyReport, iso)
@@ -229,6 +255,7 @@ class _AccountState:
     alert_settings: AlertSettings = field(default_factory=AlertSettings)
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     roles: dict[str, RoleGrant] = field(default_factory=dict)
+    approvals: dict[str, Approval] = field(default_factory=dict)   # in the order they were requested
     audit: list[AuditRecord] = field(default_factory=list)
     threshold_armed: dict[int, bool] = field(default_factory=dict)
     exhausted_armed: bool = False   # a new account is at 0: already in the "exhausted" state
@@ -237,7 +264,8 @@ class _AccountState:
     def clone(self) -> "_AccountState":
         # Entries, records, grants... are immutable values: copying the containers is a full copy.
         return replace(self, entries=list(self.entries), ops=dict(self.ops),
-                       subscriptions=dict(self.subscriptions), roles=dict(self.roles), audit=list(self.audit),
+                       subscriptions=dict(self.subscriptions), roles=dict(self.roles),
+                       approvals=dict(self.approvals), audit=list(self.audit),
                        threshold_armed=dict(self.threshold_armed))
 
 
@@ -517,6 +545,70 @@ class ReferenceLedger(Ledger):
             self._remember(acct, key, "adjust", args, posting.to_dict())
             self._audit(acct, actor, "adjustment", key, self._money_audit(posting), now)
             return posting
+
+    # --- approvals ------------------------------------------------------------------------------------------
+    async def request_approval(self, tenant_id: str, amount: int, *, actor: str, key: str,
+                               memo: str = "") -> Approval:
+        with self._atomic():
+            acct = self._keyed(tenant_id, key)
+            args = {"amount": amount, "memo": memo}
+            if (stored := self._stored(acct, key, "request_approval", args)) is not None:
+                return Approval.from_dict(stored)
+            check_minor(amount)
+            now = self._now()
+            approval = Approval(policy.approval_id(tenant_id, key), tenant_id, amount, memo, actor, now,
+                                ApprovalStatus.PENDING)
+            acct.approvals[approval.approval_id] = approval
+            self._remember(acct, key, "request_approval", args, approval.to_dict())
+            self._audit(acct, actor, "approval_requested", key,
+                        {"approval_id": approval.approval_id, "amount": amount, "memo": memo}, now)
+            return approval
+
+    async def decide_approval(self, tenant_id: str, approval_id: str, *, approve: bool, actor: str,
+                              key: str) -> ApprovalDecision:
+        with self._atomic():
+            acct = self._keyed(tenant_id, key)
+            if not isinstance(approve, bool):
+                raise ValueError(f"approve must be a bool, not {approve!r}")
+            args = {"approval_id": approval_id, "approve": approve}
+            if (stored := self._stored(acct, key, "decide_approval", args)) is not None:
+                return ApprovalDecision.from_dict(stored, replayed=True)
+            approval = acct.approvals.get(approval_id)
+            if approval is None:
+                raise NotFound("approval", approval_id)
+            if actor == approval.requested_by:
+                raise SelfApproval(approval_id)
+            if approval.status is not ApprovalStatus.PENDING:
+                raise ApprovalClosed(approval)
+            now = self._now()
+            posting: Posting | None = None
+            if approve:
+                posting = self._money_op(acct, EntryKind.FUNDS_ADDED, approval.amount, actor=actor, key=key, at=now,
+                                         memo=approval.memo, reference=approval_id,
+                                         details={"requested_by": approval.requested_by,
+                                                  "approval_id": approval_id})
+            decided = replace(approval, status=ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED,
+                              decided_by=actor, decided_at=now,
+                              entry_seq=posting.entry.seq if posting is not None else None)
+            acct.approvals[approval_id] = decided
+            decision = ApprovalDecision(decided, posting)
+            self._remember(acct, key, "decide_approval", args, decision.to_dict())
+            self._audit(acct, actor, "approval_decided", key,
+                        {"approval_id": approval_id, "approve": approve, "entry_seq": decided.entry_seq}, now)
+            return decision
+
+    async def approvals(self, tenant_id: str, *, status: ApprovalStatus | None = None) -> list[Approval]:
+        acct = self._account(tenant_id)
+        requested = list(acct.approvals.values())   # in the order they were requested
+        oldest_first = sorted(range(len(requested)), key=lambda i: (requested[i].requested_at, i))
+        return [requested[i] for i in reversed(oldest_first) if status is None or requested[i].status == status]
+
+    async def get_approval(self, tenant_id: str, approval_id: str) -> Approval:
+        acct = self._account(tenant_id)
+        try:
+            return acct.approvals[approval_id]
+        except KeyError:
+            raise NotFound("approval", approval_id) from None
 
     def _usage(self, acct: _AccountState, usage: UsageRecord, actor: str) -> tuple[Posting, bool]:
         """Record one usage row (or replay it). Returns (posting, replayed). Raises like `record_usage`, checking

@@ -10,22 +10,25 @@ share"): entry fields, alert keys and payloads, audit actions. A backend that di
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from storage import policy
 from storage.errors import LedgerError
-from storage.errors import (AccountNotFound, CurrencyLocked, CurrencyMismatch, IdempotencyConflict,
+from storage.errors import (AccountNotFound, ApprovalClosed, CurrencyLocked, CurrencyMismatch, IdempotencyConflict,
                             InsufficientFunds, InvalidAmount, InvalidCurrency, InvalidSettings, InvalidUsage,
-                            LeaseLost, NotFound)
-from storage.model import (AlertKind, AlertSettings, AlertStatus, ConversationRef, EntryKind, RechargeSettings,
-                           Role, RowStatus, UsageRecord)
+                            LeaseLost, NotFound, SelfApproval)
+from storage.model import (AlertKind, AlertSettings, AlertStatus, ApprovalStatus, ConversationRef, EntryKind,
+                           RechargeSettings, Role, RowStatus, UsageRecord)
+from tests.backends import BACKENDS, open_backend
 
 T = "tenant-1"
 OTHER = "tenant-2"
 ADMIN = "aad-admin-1"
 ADMIN2 = "aad-admin-2"
+ADMIN3 = "aad-admin-3"
 OCCURRED = datetime(2026, 1, 14, 8, 30, tzinfo=timezone.utc)   # when the test calls "happened"
 
 _numbers = itertools.count(1)
@@ -164,6 +167,10 @@ async def test_every_account_operation_on_an_unknown_tenant_is_account_not_found
         lambda: ledger.roles("ghost"),
         lambda: ledger.audit("ghost"),
         lambda: ledger.verify("ghost"),
+        lambda: ledger.request_approval("ghost", 1, actor=ADMIN, key=k()),
+        lambda: ledger.decide_approval("ghost", "approval", approve=True, actor=ADMIN2, key=k()),
+        lambda: ledger.approvals("ghost"),
+        lambda: ledger.get_approval("ghost", "approval"),
     ]
     for call in calls:
         with pytest.raises(AccountNotFound):
@@ -185,6 +192,8 @@ async def test_the_account_is_checked_before_anything_else(ledger, clock):
         lambda: ledger.record_usage("ghost", UsageRecord("expiry:1", 0, "EUR", datetime(2026, 1, 1))),
         lambda: ledger.record_usage_batch("ghost", [UsageRecord("", 0, "EUR", datetime(2026, 1, 1))]),
         lambda: ledger.raise_alert("ghost", AlertKind.EXHAUSTED, "nope", {}),
+        lambda: ledger.request_approval("ghost", 0, actor=ADMIN, key=""),
+        lambda: ledger.decide_approval("ghost", "nope", approve="yes", actor=ADMIN, key="expiry:4"),
     ]
     for call in calls:
         with pytest.raises(AccountNotFound):
@@ -583,8 +592,10 @@ async def test_every_keyed_mutation_refuses_a_reserved_or_empty_key(ledger, key)
     await fund(ledger, 100)
     await ledger.grant_role(T, "u", Role.READER, actor=ADMIN, key=k())
     await ledger.subscribe(T, "conv", [AlertKind.EXHAUSTED], actor=ADMIN, key=k())
+    pending = await ledger.request_approval(T, 100, actor=ADMIN, key=k())
     before = (await entries(ledger), await audit_actions(ledger), await ledger.roles(T),
-              await ledger.subscriptions(T), await ledger.recharge_settings(T), await ledger.alert_settings(T))
+              await ledger.subscriptions(T), await ledger.recharge_settings(T), await ledger.alert_settings(T),
+              await ledger.approvals(T))
     calls = [
         lambda: ledger.add_funds(T, 5, actor=ADMIN, key=key),
         lambda: ledger.adjust(T, -5, actor=ADMIN, key=key),
@@ -595,6 +606,8 @@ async def test_every_keyed_mutation_refuses_a_reserved_or_empty_key(ledger, key)
         lambda: ledger.revoke_role(T, "u", actor=ADMIN, key=key),
         lambda: ledger.subscribe(T, "conv-2", [AlertKind.EXHAUSTED], actor=ADMIN, key=key),
         lambda: ledger.unsubscribe(T, "conv", actor=ADMIN, key=key),
+        lambda: ledger.request_approval(T, 5, actor=ADMIN, key=key),
+        lambda: ledger.decide_approval(T, pending.approval_id, approve=True, actor=ADMIN2, key=key),
         # the key is checked before the arguments and the state
         lambda: ledger.add_funds(T, 0, actor=ADMIN, key=key),
         lambda: ledger.adjust(T, -10_000, actor=ADMIN, key=key),
@@ -604,12 +617,16 @@ async def test_every_keyed_mutation_refuses_a_reserved_or_empty_key(ledger, key)
         lambda: ledger.revoke_role(T, "nobody", actor=ADMIN, key=key),
         lambda: ledger.subscribe(T, "conv-2", [], actor=ADMIN, key=key),
         lambda: ledger.unsubscribe(T, "never", actor=ADMIN, key=key),
+        lambda: ledger.request_approval(T, 0, actor=ADMIN, key=key),
+        lambda: ledger.decide_approval(T, "unknown", approve=True, actor=ADMIN2, key=key),
+        lambda: ledger.decide_approval(T, pending.approval_id, approve=True, actor=ADMIN, key=key),
     ]
     for call in calls:
         with pytest.raises(ValueError):
             await call()
     after = (await entries(ledger), await audit_actions(ledger), await ledger.roles(T),
-             await ledger.subscriptions(T), await ledger.recharge_settings(T), await ledger.alert_settings(T))
+             await ledger.subscriptions(T), await ledger.recharge_settings(T), await ledger.alert_settings(T),
+             await ledger.approvals(T))
     assert after == before
 
 
@@ -1327,6 +1344,278 @@ async def test_a_conversation_needs_an_account(ledger, clock):
     await new_account(ledger)
     assert await ledger.conversations(T) == []          # the refused save left nothing behind
     assert await ledger.conversation(T, "19:abc@thread.v2") is None
+
+
+# ==== approvals =================================================================================================
+
+async def request(ledger, amount: int, *, tenant: str = T, actor: str = ADMIN, memo: str = "",
+                  key: str | None = None):
+    return await ledger.request_approval(tenant, amount, actor=actor, key=key or k("req"), memo=memo)
+
+
+async def decide(ledger, approval_id: str, approve: bool = True, *, tenant: str = T, actor: str = ADMIN2,
+                 key: str | None = None):
+    return await ledger.decide_approval(tenant, approval_id, approve=approve, actor=actor, key=key or k("dec"))
+
+
+async def test_a_request_moves_no_money_until_a_second_admin_approves_it(ledger, clock):
+    await new_account(ledger)
+    asked = await ledger.request_approval(T, 50_000, actor=ADMIN, key="req-1", memo="Q3 top-up")
+    assert (asked.approval_id, asked.tenant_id, asked.amount, asked.memo) == \
+        (policy.approval_id(T, "req-1"), T, 50_000, "Q3 top-up")
+    assert (asked.requested_by, asked.requested_at, asked.status) == (ADMIN, clock.now, ApprovalStatus.PENDING)
+    assert (asked.decided_by, asked.decided_at, asked.entry_seq) == ("", None, None)
+    assert await balance(ledger) == 0 and await entries(ledger) == [] and await ledger.lots(T) == []
+    assert await ledger.get_approval(T, asked.approval_id) == asked
+
+    clock.advance(hours=2)
+    decision = await ledger.decide_approval(T, asked.approval_id, approve=True, actor=ADMIN2, key="dec-1")
+    assert not decision.replayed and decision.posting is not None and not decision.posting.replayed
+    posting = decision.posting
+    entry = posting.entry
+    assert posting.entries == (entry,) and posting.balance == 50_000 and posting.alert_ids == ()
+    assert (entry.seq, entry.kind, entry.amount, entry.balance_after, entry.at) == \
+        (1, EntryKind.FUNDS_ADDED, 50_000, 50_000, clock.now)
+    assert (entry.actor, entry.key, entry.memo, entry.reference, dict(entry.details)) == \
+        (ADMIN2, "dec-1", "Q3 top-up", asked.approval_id, {"requested_by": ADMIN, "approval_id": asked.approval_id})
+    assert decision.approval == replace(asked, status=ApprovalStatus.APPROVED, decided_by=ADMIN2,
+                                        decided_at=clock.now, entry_seq=1)
+    assert await ledger.get_approval(T, asked.approval_id) == decision.approval
+    assert await balance(ledger) == 50_000 and await entries(ledger) == [entry]
+    [lot] = await ledger.lots(T)
+    assert (lot.lot_id, lot.amount, lot.remaining, lot.opened_at) == (1, 50_000, 50_000, clock.now)
+
+    records = (await ledger.audit(T, limit=10)).items
+    assert [(r.action, r.actor, r.key, dict(r.details)) for r in records[:2]] == [
+        ("approval_decided", ADMIN2, "dec-1", {"approval_id": asked.approval_id, "approve": True, "entry_seq": 1}),
+        ("approval_requested", ADMIN, "req-1", {"approval_id": asked.approval_id, "amount": 50_000,
+                                                "memo": "Q3 top-up"}),
+    ]
+    assert await audit_actions(ledger) == ["account_opened", "approval_requested", "approval_decided"]
+    assert (await ledger.verify()).ok
+
+
+async def test_an_approval_raises_and_rearms_alerts_exactly_like_add_funds(ledger):
+    """The same story on two accounts, credits by approval on one and by add_funds on the other."""
+    for tenant in (T, OTHER):
+        await new_account(ledger, tenant)
+        await auto_recharge(ledger, amount=1_000, trigger=1_000, cap=1_000, tenant=tenant)
+        await thresholds(ledger, 2_000, tenant=tenant)
+        await ledger.subscribe(tenant, "conv", list(AlertKind), actor=ADMIN, key=k("sub"))
+
+    async def credit(amount: int):
+        asked = await request(ledger, amount)
+        by_approval = (await decide(ledger, asked.approval_id)).posting
+        by_add_funds = await fund(ledger, amount, tenant=OTHER)
+        assert (by_approval.balance, by_approval.alert_ids, by_approval.recharge_blocked) == \
+            (by_add_funds.balance, (), None)
+
+    async def debit(amount: int):
+        for tenant in (T, OTHER):
+            await use(ledger, amount, tenant=tenant)
+
+    await credit(3_000)     # re-arms exhausted and the threshold
+    await debit(2_500)      # 500: recharged to 1_500 (the month's cap is used up), below 2_000
+    await debit(1_000)      # 500: the recharge is blocked
+    await credit(2_000)     # 2_500: back above the trigger and the threshold, both re-armed
+    await debit(2_000)      # 500: blocked again, below 2_000 again
+    await debit(600)        # -100: exhausted
+
+    kinds = ["recharged", "low_balance", "recharge_blocked", "recharge_blocked", "low_balance", "exhausted"]
+    assert await alert_kinds(ledger, T) == await alert_kinds(ledger, OTHER) == kinds
+    assert [dict(a.payload) for a in await alerts_oldest_first(ledger, T)] == \
+        [dict(a.payload) for a in await alerts_oldest_first(ledger, OTHER)]
+    assert [(e.kind, e.amount, e.balance_after) for e in await entries(ledger, T)] == \
+        [(e.kind, e.amount, e.balance_after) for e in await entries(ledger, OTHER)]
+    assert [(l.lot_id, l.remaining) for l in await ledger.lots(T)] == \
+        [(l.lot_id, l.remaining) for l in await ledger.lots(OTHER)]
+    assert (await ledger.verify()).ok
+
+
+async def test_a_rejected_request_adds_nothing(ledger, clock):
+    await new_account(ledger)
+    asked = await request(ledger, 7_000, memo="too much")
+    clock.advance(minutes=3)
+    decision = await ledger.decide_approval(T, asked.approval_id, approve=False, actor=ADMIN2, key="no-1")
+    assert decision.posting is None and not decision.replayed
+    assert decision.approval == replace(asked, status=ApprovalStatus.REJECTED, decided_by=ADMIN2,
+                                        decided_at=clock.now, entry_seq=None)
+    assert await balance(ledger) == 0 and await entries(ledger) == [] and await ledger.alerts(T) == []
+    [record] = (await ledger.audit(T, limit=1)).items
+    assert (record.action, record.actor, record.key, dict(record.details)) == \
+        ("approval_decided", ADMIN2, "no-1", {"approval_id": asked.approval_id, "approve": False,
+                                              "entry_seq": None})
+
+
+async def test_the_requester_may_not_decide_their_own_request(ledger):
+    await new_account(ledger)
+    asked = await request(ledger, 1_000, actor=ADMIN)
+    before = (await entries(ledger), await audit_actions(ledger), await ledger.approvals(T))
+    for approve in (True, False):
+        with pytest.raises(SelfApproval) as refused:
+            await decide(ledger, asked.approval_id, approve, actor=ADMIN, key="self-1")
+        assert refused.value.approval_id == asked.approval_id
+    assert (await entries(ledger), await audit_actions(ledger), await ledger.approvals(T)) == before
+    decision = await decide(ledger, asked.approval_id, actor=ADMIN2, key="self-1")   # the key stayed free
+    assert not decision.replayed and decision.approval.status is ApprovalStatus.APPROVED
+
+
+async def test_a_decided_approval_stays_decided(ledger):
+    await new_account(ledger)
+    approved = (await decide(ledger, (await request(ledger, 1_000)).approval_id, True)).approval
+    rejected = (await decide(ledger, (await request(ledger, 2_000)).approval_id, False)).approval
+    before = (await entries(ledger), await audit_actions(ledger), await ledger.approvals(T))
+    for closed in (approved, rejected):
+        for approve in (True, False):
+            with pytest.raises(ApprovalClosed) as refused:
+                await decide(ledger, closed.approval_id, approve, actor=ADMIN3)
+            assert refused.value.approval == closed
+        with pytest.raises(SelfApproval):          # the requester is refused as such, decided or not
+            await decide(ledger, closed.approval_id, actor=ADMIN)
+    assert (await entries(ledger), await audit_actions(ledger), await ledger.approvals(T)) == before
+    assert await balance(ledger) == 1_000
+
+
+async def test_approvals_replay_and_conflict_like_money(ledger, clock):
+    await new_account(ledger)
+    asked = await ledger.request_approval(T, 500, actor=ADMIN, key="req-1", memo="top-up")
+    again = await ledger.request_approval(T, 500, actor=ADMIN2, key="req-1", memo="top-up")
+    assert again == asked                      # an Approval has no replay flag: the same request, unchanged
+    assert [a.approval_id for a in await ledger.approvals(T)] == [asked.approval_id]
+
+    decision = await ledger.decide_approval(T, asked.approval_id, approve=True, actor=ADMIN2, key="dec-1")
+    before = (await entries(ledger), await balance(ledger), await audit_actions(ledger), await ledger.approvals(T),
+              await ledger.alerts(T))
+    clock.advance(minutes=5)
+    for actor in (ADMIN2, ADMIN3, ADMIN):      # a replay answers whoever asks, even the requester
+        replay = await ledger.decide_approval(T, asked.approval_id, approve=True, actor=actor, key="dec-1")
+        assert replay.replayed and replay.posting is not None and replay.posting.replayed
+        assert replay.approval == decision.approval and replay.posting.entries == decision.posting.entries
+        assert replay.posting.balance == decision.posting.balance == 500
+    # the request replays as it was requested (pending), not as it stands now
+    assert await ledger.request_approval(T, 500, actor=ADMIN, key="req-1", memo="top-up") == asked
+    assert (await entries(ledger), await balance(ledger), await audit_actions(ledger), await ledger.approvals(T),
+            await ledger.alerts(T)) == before
+
+    rejected = await ledger.request_approval(T, 700, actor=ADMIN, key="req-2")
+    no = await ledger.decide_approval(T, rejected.approval_id, approve=False, actor=ADMIN2, key="dec-2")
+    no_again = await ledger.decide_approval(T, rejected.approval_id, approve=False, actor=ADMIN2, key="dec-2")
+    assert no_again.replayed and no_again.posting is None and no_again.approval == no.approval
+
+    conflicts = [
+        lambda: ledger.request_approval(T, 501, actor=ADMIN, key="req-1", memo="top-up"),
+        lambda: ledger.request_approval(T, 500, actor=ADMIN, key="req-1", memo="other"),
+        lambda: ledger.request_approval(T, 500, actor=ADMIN, key="dec-1"),
+        lambda: ledger.decide_approval(T, asked.approval_id, approve=False, actor=ADMIN2, key="dec-1"),
+        lambda: ledger.decide_approval(T, rejected.approval_id, approve=True, actor=ADMIN2, key="dec-1"),
+        lambda: ledger.decide_approval(T, asked.approval_id, approve=True, actor=ADMIN2, key="req-1"),
+        lambda: ledger.add_funds(T, 500, actor=ADMIN, key="req-1", memo="top-up"),
+        lambda: ledger.add_funds(T, 500, actor=ADMIN, key="dec-1"),
+    ]
+    for call in conflicts:
+        with pytest.raises(IdempotencyConflict):
+            await call()
+    await fund(ledger, 10, key="fund-1")
+    with pytest.raises(IdempotencyConflict):
+        await ledger.request_approval(T, 10, actor=ADMIN, key="fund-1")
+    assert await balance(ledger) == 510 and len(await ledger.approvals(T)) == 2
+    assert (await ledger.verify()).ok
+
+
+@pytest.mark.parametrize("amount, reason", [(0, "zero"), (-5, "negative"), (1.5, "not_a_number"),
+                                            (10**16, "too_large")])
+async def test_a_request_needs_an_amount_and_records_nothing_otherwise(ledger, amount, reason):
+    await new_account(ledger)
+    with pytest.raises(InvalidAmount) as refused:
+        await ledger.request_approval(T, amount, actor=ADMIN, key="req-1")
+    assert refused.value.reason == reason
+    assert await ledger.approvals(T) == [] and await audit_actions(ledger) == ["account_opened"]
+    assert not (await ledger.add_funds(T, 5, actor=ADMIN, key="req-1")).replayed   # the key stayed free
+
+
+async def test_deciding_an_unknown_approval_is_not_found(ledger):
+    await new_account(ledger)
+    await new_account(ledger, OTHER)
+    elsewhere = await request(ledger, 100, tenant=OTHER)
+    for approval_id in ("no-such-approval", elsewhere.approval_id):   # approvals belong to their account
+        with pytest.raises(NotFound) as missing:
+            await decide(ledger, approval_id, actor=ADMIN)       # not found comes before the requester check
+        assert (missing.value.what, missing.value.ident) == ("approval", approval_id)
+        with pytest.raises(NotFound):
+            await ledger.get_approval(T, approval_id)
+    assert await audit_actions(ledger) == ["account_opened"]
+
+
+async def test_approve_must_be_a_bool(ledger):
+    await new_account(ledger)
+    asked = await request(ledger, 100)
+    for approve in ("yes", "false", 1, None):
+        with pytest.raises(ValueError):
+            await ledger.decide_approval(T, asked.approval_id, approve=approve, actor=ADMIN2, key="d-1")
+    assert (await ledger.get_approval(T, asked.approval_id)).status is ApprovalStatus.PENDING
+
+
+async def test_approvals_are_listed_newest_first_by_status(ledger, clock):
+    await new_account(ledger)
+    first = await request(ledger, 100)
+    clock.advance(minutes=1)
+    second = await request(ledger, 200)
+    third = await request(ledger, 300)               # the same instant: the order of the requests decides
+    clock.advance(minutes=1)
+    fourth = await request(ledger, 400)
+    await decide(ledger, second.approval_id, True)
+    await decide(ledger, fourth.approval_id, False)
+
+    def ids(approvals):
+        return [a.approval_id for a in approvals]
+    assert ids(await ledger.approvals(T)) == ids([fourth, third, second, first])
+    assert ids(await ledger.approvals(T, status=ApprovalStatus.PENDING)) == ids([third, first])
+    assert ids(await ledger.approvals(T, status=ApprovalStatus.APPROVED)) == [second.approval_id]
+    assert ids(await ledger.approvals(T, status=ApprovalStatus.REJECTED)) == [fourth.approval_id]
+    assert [a.status for a in await ledger.approvals(T)] == [ApprovalStatus.REJECTED, ApprovalStatus.PENDING,
+                                                             ApprovalStatus.APPROVED, ApprovalStatus.PENDING]
+    await new_account(ledger, OTHER)
+    assert await ledger.approvals(OTHER) == []
+
+
+@pytest.mark.parametrize("backend", [name for name in BACKENDS if name != "reference"])
+async def test_approvals_survive_reopening_the_store(backend, tmp_path, clock):
+    store = await open_backend(backend, tmp_path, clock)
+    try:
+        await new_account(store)
+        approved = await request(store, 1_000, memo="first")
+        pending = await request(store, 2_000, memo="second")
+        rejected = await request(store, 3_000)
+        decision = await decide(store, approved.approval_id, True, key="dec-1")
+        await decide(store, rejected.approval_id, False)
+        listed = await store.approvals(T)
+    finally:
+        await store.close()
+
+    store = await open_backend(backend, tmp_path, clock)
+    try:
+        assert await store.approvals(T) == listed
+        assert await store.get_approval(T, pending.approval_id) == pending
+        replay = await decide(store, approved.approval_id, True, key="dec-1")
+        assert replay.replayed and replay.approval == decision.approval
+        assert replay.posting.entries == decision.posting.entries
+        with pytest.raises(ApprovalClosed):
+            await decide(store, approved.approval_id, True)
+        clock.advance(hours=1)
+        late = await decide(store, pending.approval_id, True, actor=ADMIN3)
+        assert late.posting.balance == 3_000 and late.approval.entry_seq == 2
+        listed = await store.approvals(T)
+    finally:
+        await store.close()
+
+    store = await open_backend(backend, tmp_path, clock)
+    try:
+        assert await store.approvals(T) == listed
+        assert [a.status for a in listed] == [ApprovalStatus.REJECTED, ApprovalStatus.APPROVED,
+                                              ApprovalStatus.APPROVED]
+        assert await balance(store) == 3_000 and (await store.verify()).ok
+    finally:
+        await store.close()
 
 
 # ==== roles and audit ===========================================================================================

@@ -5,7 +5,8 @@ directions, usage one by one and in batches (with rows the ledger must reject: r
 times), recharge and alert settings, time jumps from an hour to a year, lot expiry, subscriptions, alerts raised
 from outside, conversation references, outbox delivery (delivered, released, or the worker crashing so that the
 lease runs out), replays of earlier keys with the same and with other arguments, and keys in the namespaces the
-ledger reserves) into one or more backends that share one `FakeClock`.
+ledger reserves, approvals requested and then approved, rejected or refused (decided by their requester, or
+already decided)) into one or more backends that share one `FakeClock`.
 
 After every step it checks, for every backend: the balance is the sum of the entries, `verify()` is clean, the
 open lots minus the deficit equal the balance, no alert key appears twice; and the backends agree with each
@@ -41,8 +42,10 @@ from storage import policy
 from storage.clock import FakeClock
 from storage.errors import IdempotencyConflict, LedgerError
 from storage.ledger import Ledger
-from storage.model import (AlertKind, AlertSettings, BatchResult, ConversationRef, EntryKind, Posting,
-                           RechargeSettings, RowStatus, SettingsChange, UsageRecord)
+from storage.errors import ApprovalClosed, SelfApproval
+from storage.model import (AlertKind, AlertSettings, Approval, ApprovalDecision, ApprovalStatus, BatchResult,
+                           ConversationRef, EntryKind, Posting, RechargeSettings, RowStatus, SettingsChange,
+                           UsageRecord)
 from tests.backends import open_backend
 
 settings.register_profile("ci", max_examples=40, stateful_step_count=30, deadline=None,
@@ -53,6 +56,7 @@ PROFILE = os.environ.get("LEDGER_HYPOTHESIS_PROFILE", "ci")
 
 T = "tenant-p"
 ADMIN = "aad-admin"
+ADMIN2 = "aad-admin-2"
 CONVERSATION = "19:finance@thread.v2"
 
 amounts = st.integers(min_value=1, max_value=30_000)
@@ -83,6 +87,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.done: list[tuple[str, Call, Any]] = []      # (key, call, original result) of successful keyed ops
         self.usage_rows: list[UsageRecord] = []          # rows recorded, for replays inside batches
         self.recharge = RechargeSettings()               # the settings in force (as the ledger holds them)
+        self.approvals: list[Approval] = []              # every approval requested, as requested
 
     # --- plumbing ---------------------------------------------------------------------------------------------
     def run(self, coro: Awaitable[Any]) -> Any:
@@ -227,6 +232,36 @@ class LedgerMachine(RuleBasedStateMachine):
             lot_id = posting.entry.details["lot_id"]
             assert posting.entry.kind is EntryKind.EXPIRY and posting.entry.key == f"expiry:{lot_id}"
 
+    # --- approvals --------------------------------------------------------------------------------------------
+    @rule(amount=amounts, requester=st.sampled_from([ADMIN, ADMIN2]))
+    def request_approval(self, amount: int, requester: str) -> None:
+        key = self.key("req")
+        result = self.keyed(key, lambda l: l.request_approval(T, amount, actor=requester, key=key, memo="ask"))
+        assert isinstance(result, Approval) and result.status is ApprovalStatus.PENDING
+        self.approvals.append(result)
+
+    @precondition(lambda self: self.approvals)
+    @rule(pick=st.integers(min_value=0, max_value=10**6), approve=st.booleans(),
+          decider=st.sampled_from([ADMIN, ADMIN2, "aad-admin-3"]))
+    def decide_approval(self, pick: int, approve: bool, decider: str) -> None:
+        asked = self.approvals[pick % len(self.approvals)]
+        before_status = self.run(self.ledgers[0].get_approval(T, asked.approval_id)).status
+        before = self.snapshot()
+        key = self.key("dec")
+        result = self.keyed(key, lambda l: l.decide_approval(T, asked.approval_id, approve=approve, actor=decider,
+                                                             key=key))
+        if decider == asked.requested_by:
+            assert isinstance(result, SelfApproval), result
+        elif before_status is not ApprovalStatus.PENDING:
+            assert isinstance(result, ApprovalClosed), result
+        else:
+            assert isinstance(result, ApprovalDecision), result
+            assert (result.posting is not None) == approve
+            if result.posting is not None:
+                assert result.posting.entry.amount == asked.amount and result.posting.entry.actor == decider
+            return
+        assert self.snapshot() == before
+
     # --- settings ---------------------------------------------------------------------------------------------
     @rule(enabled=st.booleans(), amount=st.integers(min_value=1_000, max_value=20_000),
           trigger=st.integers(min_value=0, max_value=30_000), cap_factor=st.one_of(st.none(), st.integers(1, 6)),
@@ -257,7 +292,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     # --- keys the ledger reserves -------------------------------------------------------------------------------
     @rule(op=st.sampled_from(["add_funds", "adjust", "set_currency", "recharge", "alerts", "grant", "revoke",
-                              "subscribe", "unsubscribe"]),
+                              "subscribe", "unsubscribe", "request", "decide"]),
           key=st.one_of(st.just(""), st.integers(0, 200).map(lambda n: f"expiry:{n}"),
                         st.integers(0, 200).map(lambda n: f"fund-{n}:recharge:1"),
                         st.integers(0, 200).map(lambda n: f"call-{n}:recharge:{n % 3 + 1}")))
@@ -272,6 +307,9 @@ class LedgerMachine(RuleBasedStateMachine):
             "revoke": lambda l: l.revoke_role(T, "user", actor=ADMIN, key=key),
             "subscribe": lambda l: l.subscribe(T, CONVERSATION, [AlertKind.FORECAST], actor=ADMIN, key=key),
             "unsubscribe": lambda l: l.unsubscribe(T, CONVERSATION, actor=ADMIN, key=key),
+            "request": lambda l: l.request_approval(T, 100, actor=ADMIN, key=key),
+            "decide": lambda l: l.decide_approval(T, self.approvals[-1].approval_id if self.approvals else "none",
+                                                  approve=True, actor="aad-admin-3", key=key),
         }
         self.refused_everywhere(calls[op])
 
@@ -329,7 +367,12 @@ class LedgerMachine(RuleBasedStateMachine):
         before = self.snapshot()
         again = self.same(call)
         assert self.snapshot() == before, f"replaying {key} changed the ledger"
+        if isinstance(original, Approval):     # no replay flag: the approval as it was requested
+            assert again == original, key
+            return
         assert again.replayed, key
+        if isinstance(original, ApprovalDecision) and original.posting is not None:
+            original = replace(original, posting=original.posting.as_replay())
         assert again == replace(original, replayed=True), key
 
     @precondition(lambda self: self.done)
@@ -371,6 +414,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.same(lambda l: l.alert_settings(T))
         self.same(lambda l: l.conversations(T))
         self.same(lambda l: l.subscriptions(T))
+        self.same(lambda l: l.approvals(T))
 
     @invariant()
     def outbox_attempts_are_bounded(self) -> None:

@@ -22,10 +22,11 @@ from tinydb import Query
 from .. import engine, policy
 from ..clock import Clock, utc_now
 from ..engine import Book, BookState
-from ..errors import (AccountNotFound, CurrencyLocked, CurrencyMismatch, IdempotencyConflict, InvalidSettings,
-                      InvalidUsage, LeaseLost, LedgerError, NotFound)
+from ..errors import (AccountNotFound, ApprovalClosed, CurrencyLocked, CurrencyMismatch, IdempotencyConflict,
+                      InvalidSettings, InvalidUsage, LeaseLost, LedgerError, NotFound, SelfApproval)
 from ..ledger import DEFAULT_MAX_ATTEMPTS, EXPIRING_NOTICE, Ledger
-from ..model import (Account, Alert, AlertKind, AlertSettings, AlertStatus, AuditRecord, BatchResult,
+from ..model import (Account, Alert, AlertKind, AlertSettings, AlertStatus, Approval, ApprovalDecision,
+                     ApprovalStatus, AuditRecord, BatchResult,
                      ConversationRef, Entry, EntryKind, Lot, Page, Posting, RechargeSettings, Role, RoleGrant,
                      RowOutcome, RowStatus, SettingsChange, Subscription, SYSTEM_ACTOR, UsageRecord,
                      VerifyReport, iso)
@@ -65,6 +66,7 @@ class _Account:
     archive_count: int
     op_count: int
     keys: dict[str, _OpRecord] | None = None  # loaded on first mutation
+    approvals: dict[str, Approval] = field(default_factory=dict)  # in the order they were requested
     entries: ChunkedLog = field(init=False)
     ops: ChunkedLog = field(init=False)
     audit_log: ChunkedLog = field(init=False)
@@ -112,7 +114,17 @@ class _Change:
     details: dict[str, Any]
     subscriptions: dict[str, Subscription] | None = None
     roles: dict[str, RoleGrant] | None = None
+    approvals: list[Approval] = field(default_factory=list)  # approvals added or changed
     outbox: list[Alert] = field(default_factory=list)
+    #: What the caller gets, when it is not `SettingsChange(value)`; `value` is then its stored form.
+    result: Any = None
+
+    def outcome(self) -> tuple[Any, dict[str, Any]]:
+        """(what the caller gets, what the operation record keeps for a replay)."""
+        if self.result is None:
+            change = SettingsChange(self.value)
+            return change, change.to_dict()
+        return self.result, self.value
 
 
 class TinyLedger(Ledger):
@@ -172,6 +184,8 @@ class TinyLedger(Ledger):
             conversations={d["conversation_id"]: ConversationRef.from_dict(d)
                            for d in f.table(f"{folder}/conversations.json").all()},
             outbox={}, archived={}, order={}, archive_count=0, op_count=0,
+            approvals={d["approval_id"]: Approval.from_dict(d)
+                       for d in f.table(f"{folder}/state.json", "approvals").all()},
         ).attach(f)
         for d in f.table(f"{folder}/outbox.json").all():
             acct.outbox[d["alert_id"]] = _alert(d)
@@ -199,7 +213,8 @@ class TinyLedger(Ledger):
 
     # --- committing -------------------------------------------------------------------------------------------
     def _commit(self, acct: _Account, unit: _Unit, *, subscriptions: dict[str, Subscription] | None = None,
-                roles: dict[str, RoleGrant] | None = None, outbox_changed: Iterable[Alert] = ()) -> None:
+                roles: dict[str, RoleGrant] | None = None, approvals: Sequence[Approval] = (),
+                outbox_changed: Iterable[Alert] = ()) -> None:
         """Write one unit through the journal, then publish it to the in-memory view. On an I/O failure the
         files are rolled back and the account is reloaded from disk."""
         book = unit.book
@@ -242,6 +257,10 @@ class TinyLedger(Ledger):
                 table = f.table(acct.state_file, "roles")
                 table.truncate()
                 table.insert_multiple([g.to_dict() for g in roles.values()])
+            if approvals:
+                table = f.table(acct.state_file, "approvals")
+                for approval in approvals:   # in place: the table keeps the order of the requests
+                    table.upsert(approval.to_dict(), Query().approval_id == approval.approval_id)
             f.commit()
         except BaseException:
             f.rollback()
@@ -264,6 +283,8 @@ class TinyLedger(Ledger):
             acct.subscriptions = subscriptions
         if roles is not None:
             acct.roles = roles
+        if approvals:
+            acct.approvals = {**acct.approvals, **{a.approval_id: a for a in approvals}}
 
     def _check_key(self, acct: _Account, key: str, operation: str, args: Mapping[str, Any]) -> tuple[str, dict | None]:
         """Idempotency first: (fingerprint, stored result) for a replay, (fingerprint, None) for a new key."""
@@ -290,21 +311,23 @@ class TinyLedger(Ledger):
         return Book(acct.state, list(acct.subscriptions.values()), self._clock())
 
     def _keyed_change(self, tenant_id: str, actor: str, key: str, operation: str, args: Mapping[str, Any],
-                      change: Callable[[_Account, Book], "_Change"]) -> SettingsChange:
-        """The shape of every keyed non-money change: account, caller's key, idempotency lookup (a replay
-        returns the stored result), then `change` (which validates and may raise, changing nothing), then one
+                      change: Callable[[_Account, Book], "_Change"],
+                      replay: Callable[[_Account, dict[str, Any]], Any] | None = None) -> Any:
+        """The shape of every keyed change by a caller: account, caller's key, idempotency lookup (a replay
+        returns the stored result: `replay(acct, stored)`, by default a replayed `SettingsChange`), then `change`
+        (which validates and may raise, changing nothing, and may write entries through the book), then one
         commit of the new state, its audit record and the operation record."""
         acct = self._acct(tenant_id)
         policy.check_caller_key(key)
         fp, done = self._check_key(acct, key, operation, args)
         if done is not None:
-            return SettingsChange.from_dict(done, replayed=True)
+            return replay(acct, done) if replay is not None else SettingsChange.from_dict(done, replayed=True)
         book = self._book(acct)
         outcome = change(acct, book)
         book.record(actor, outcome.action, key, outcome.details)
-        result = SettingsChange(outcome.value)
-        self._commit(acct, _Unit(book, [(key, fp, result.to_dict())]), subscriptions=outcome.subscriptions,
-                     roles=outcome.roles, outbox_changed=outcome.outbox)
+        result, stored = outcome.outcome()
+        self._commit(acct, _Unit(book, [(key, fp, stored)]), subscriptions=outcome.subscriptions,
+                     roles=outcome.roles, approvals=outcome.approvals, outbox_changed=outcome.outbox)
         return result
 
     # --- accounts -----------------------------------------------------------------------------------------------
@@ -379,6 +402,80 @@ class TinyLedger(Ledger):
         book.record_posting(actor, "funds_added" if operation == "add_funds" else "adjustment", key, posting)
         self._commit(acct, _Unit(book, [(key, fp, self._compact(posting))]))
         return posting
+
+    # --- approvals ----------------------------------------------------------------------------------------------
+    async def request_approval(self, tenant_id: str, amount: int, *, actor: str, key: str,
+                               memo: str = "") -> Approval:
+        return await self._call(self._request_approval, tenant_id, amount, actor, key, memo)
+
+    def _request_approval(self, tenant_id: str, amount: int, actor: str, key: str, memo: str) -> Approval:
+        def change(acct: _Account, book: Book) -> _Change:
+            check_minor(amount)
+            approval = Approval(policy.approval_id(tenant_id, key), tenant_id, amount, memo, actor, book.now,
+                                ApprovalStatus.PENDING)
+            return _Change(approval.to_dict(), "approval_requested",
+                           {"approval_id": approval.approval_id, "amount": amount, "memo": memo},
+                           approvals=[approval], result=approval)
+        return self._keyed_change(tenant_id, actor, key, "request_approval", {"amount": amount, "memo": memo},
+                                  change, lambda acct, stored: Approval.from_dict(stored))
+
+    async def decide_approval(self, tenant_id: str, approval_id: str, *, approve: bool, actor: str,
+                              key: str) -> ApprovalDecision:
+        return await self._call(self._decide_approval, tenant_id, approval_id, approve, actor, key)
+
+    def _decide_approval(self, tenant_id: str, approval_id: str, approve: bool, actor: str,
+                         key: str) -> ApprovalDecision:
+        self._acct(tenant_id)   # the account and the key come before the type of `approve`
+        policy.check_caller_key(key)
+        if not isinstance(approve, bool):
+            raise ValueError(f"approve must be a bool, not {approve!r}")
+
+        def change(acct: _Account, book: Book) -> _Change:
+            approval = acct.approvals.get(approval_id)
+            if approval is None:
+                raise NotFound("approval", approval_id)
+            if actor == approval.requested_by:
+                raise SelfApproval(approval_id)
+            if approval.status is not ApprovalStatus.PENDING:
+                raise ApprovalClosed(approval)
+            posting: Posting | None = None
+            if approve:
+                primary = book.credit(EntryKind.FUNDS_ADDED, approval.amount, actor=actor, key=key,
+                                      memo=approval.memo, reference=approval_id,
+                                      details={"requested_by": approval.requested_by, "approval_id": approval_id})
+                posting = book.settle(primary)
+            decided = replace(approval, status=ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED,
+                              decided_by=actor, decided_at=book.now,
+                              entry_seq=posting.entry.seq if posting is not None else None)
+            stored = {"approval": decided.to_dict(),
+                      "posting": self._compact(posting) if posting is not None else None}
+            return _Change(stored, "approval_decided",
+                           {"approval_id": approval_id, "approve": approve, "entry_seq": decided.entry_seq},
+                           approvals=[decided], result=ApprovalDecision(decided, posting))
+
+        def replay(acct: _Account, stored: dict[str, Any]) -> ApprovalDecision:
+            posting = stored["posting"]
+            return ApprovalDecision(Approval.from_dict(stored["approval"]),
+                                    self._posting_from(acct, posting) if posting is not None else None,
+                                    replayed=True)
+        return self._keyed_change(tenant_id, actor, key, "decide_approval",
+                                  {"approval_id": approval_id, "approve": approve}, change, replay)
+
+    async def approvals(self, tenant_id: str, *, status: ApprovalStatus | None = None) -> list[Approval]:
+        def read() -> list[Approval]:
+            requested = list(self._acct(tenant_id).approvals.values())   # in the order they were requested
+            oldest_first = sorted(range(len(requested)), key=lambda i: (requested[i].requested_at, i))
+            return [requested[i] for i in reversed(oldest_first)
+                    if status is None or requested[i].status == status]
+        return await self._call(read)
+
+    async def get_approval(self, tenant_id: str, approval_id: str) -> Approval:
+        def read() -> Approval:
+            approval = self._acct(tenant_id).approvals.get(approval_id)
+            if approval is None:
+                raise NotFound("approval", approval_id)
+            return approval
+        return await self._call(read)
 
     async def record_usage(self, tenant_id: str, usage: UsageRecord, *, actor: str = SYSTEM_ACTOR) -> Posting:
         return await self._call(self._record_usage, tenant_id, usage, actor)

@@ -3,7 +3,8 @@
     <store>/LOCK                       flock of the process that owns the store
     <store>/journal                    only while a commit is in flight (see files.py)
     <store>/accounts.json              tenant id -> account folder
-    <store>/accounts/<id>/state.json   hot state: balance, open lots, settings, edge triggers; roles; subscriptions
+    <store>/accounts/<id>/state.json   hot state: balance, open lots, settings, edge triggers; roles; subscriptions;
+                                       approvals (pending and decided)
     <store>/accounts/<id>/conversations.json
     <store>/accounts/<id>/outbox.json  alerts not yet delivered (pending and dead)
     <store>/accounts/<id>/entries/000000.json, 000001.json, ...   the journal, CHUNK entries a file
