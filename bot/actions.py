@@ -15,6 +15,7 @@ import logging
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
 
 from storage import (AlertKind, AlertSettings, ConversationRef, EntryKind, Ledger, LedgerError, NotFound,
@@ -23,7 +24,7 @@ from storage.clock import Clock, utc_now
 from storage.policy import allows, effective_role
 
 from . import commands, reports
-from .card_actions import CardActions
+from .card_actions import CardActions, Messenger
 from .commands import Mention, ParseFailure
 from .context import Ctx, Reply, Turn
 from .i18n import (denied_key, format_date, format_list, format_money, format_money_list, language_for,
@@ -40,7 +41,8 @@ class MemberDirectory(Protocol):
 
 class Actions:
     def __init__(self, ledger: Ledger, *, bootstrap_admins: Sequence[str], default_currency: str,
-                 fallback_locale: str, members: MemberDirectory | None = None, clock: Clock = utc_now) -> None:
+                 fallback_locale: str, members: MemberDirectory | None = None, clock: Clock = utc_now,
+                 approval_threshold: Decimal | None = None, messenger: Messenger | None = None) -> None:
         self._ledger = ledger
         self._bootstrap = tuple(bootstrap_admins)
         self._currency = default_currency
@@ -53,7 +55,8 @@ class Actions:
             "subscribe": self._subscribe, "unsubscribe": self._unsubscribe, "roles": self._roles,
             "grant": self._grant, "revoke": self._revoke, "whoami": self._whoami, "currency": self._currency_cmd,
         }
-        self._cards = CardActions(ledger, clock=clock)
+        self._cards = CardActions(ledger, clock=clock, approval_threshold=approval_threshold, messenger=messenger,
+                                  bootstrap_admins=self._bootstrap)
         missing = {c.name for c in commands.COMMANDS} ^ set(self._handlers)
         if missing:
             raise RuntimeError(f"commands and handlers disagree: {sorted(missing)}")
@@ -146,10 +149,8 @@ class Actions:
         return "\n\n".join(lines)
 
     async def _add(self, ctx: Ctx, args: Mapping[str, Any]) -> Reply:
-        posting = await self._ledger.add_funds(ctx.turn.tenant_id, args["amount"], actor=ctx.turn.user_id,
-                                               key=ctx.turn.activity_id, memo=args.get("memo", ""))
-        return ctx.say("add.replayed" if posting.replayed else "add.done", amount=ctx.money(posting.entry.amount),
-                       balance=ctx.money(posting.balance))
+        # the typed command is itself the confirmation: it acts at once (below the approval threshold)
+        return await self._cards.add_or_request(ctx, args["amount"], args.get("memo", ""), key=ctx.turn.activity_id)
 
     async def _recharge(self, ctx: Ctx, args: Mapping[str, Any]) -> Reply:
         tenant = ctx.turn.tenant_id

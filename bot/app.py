@@ -100,7 +100,8 @@ def _bot_context(msal_http_client: Any) -> Callable[[web.Application], AsyncIter
             connector = Connector(session=session, tokens=tokens, max_attempts=REPLY_ATTEMPTS,
                                   max_delay=REPLY_MAX_DELAY)
             actions = Actions(app[LEDGER], bootstrap_admins=settings.admins, default_currency=settings.currency,
-                              fallback_locale=settings.locale, members=_Members(connector))
+                              fallback_locale=settings.locale, members=_Members(connector),
+                              approval_threshold=settings.approval_threshold, messenger=_Messenger(connector))
             adapter = CreditsAdapter(connector, app_id=settings.app_id, on_turn_error=_on_turn_error)
             app[CONNECTOR] = connector
             app[ENDPOINT] = MessagesEndpoint(adapter, CreditsBot(actions).on_turn, authenticator)
@@ -113,6 +114,18 @@ def _bot_context(msal_http_client: Any) -> Callable[[web.Application], AsyncIter
             await session.close()
 
     return bot_context
+
+
+class _Messenger:
+    """Proactive cards (approval requests) straight to a saved conversation over the shared connector."""
+
+    def __init__(self, connector: Connector) -> None:
+        self._connector = connector
+
+    async def send_card(self, reference: Any, card: dict[str, Any], text: str) -> None:
+        activity = {"type": "message", "text": text, "attachments": [
+            {"contentType": "application/vnd.microsoft.card.adaptive", "content": card}]}
+        await self._connector.send(reference["serviceUrl"], reference["conversation"]["id"], activity)
 
 
 class _Members:

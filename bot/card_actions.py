@@ -20,17 +20,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import secrets
 from dataclasses import replace
 from datetime import timedelta
-from decimal import Decimal
-from typing import Any, Awaitable, Callable, Mapping
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any, Awaitable, Callable, Mapping, Protocol
 
 import cards
 from cards.verbs import PERIODS, THRESHOLD_INPUTS, VERBS
 from cards.elements import major_text
-from storage import AlertSettings, InvalidAmount, InvalidSettings, Ledger, RechargeSettings
+from storage import (AlertSettings, InvalidAmount, InvalidSettings, Ledger, NotFound, RechargeSettings, Role,
+                     policy)
 from storage.clock import Clock, utc_now
 from storage.money import MAX_MAJOR_UNITS, precision, to_minor
 from storage.policy import allows
@@ -38,6 +40,8 @@ from storage.policy import allows
 from . import commands, reports
 from .context import Ctx, Reply
 from .i18n import MESSAGES, denied_key, ledger_error_message
+
+log = logging.getLogger(__name__)
 
 _NONCE = re.compile(r"[A-Za-z0-9_-]{8,64}")
 HISTORY_PAGE = 10
@@ -61,15 +65,26 @@ def basis_of(settings: RechargeSettings | AlertSettings) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+class Messenger(Protocol):
+    """Sends a card to a saved conversation (an approval card to another admin's personal chat)."""
+
+    async def send_card(self, reference: Mapping[str, Any], card: dict[str, Any], text: str) -> None: ...
+
+
 class CardActions:
-    def __init__(self, ledger: Ledger, *, clock: Clock = utc_now, nonces: Callable[[], str] = new_nonce) -> None:
+    def __init__(self, ledger: Ledger, *, clock: Clock = utc_now, nonces: Callable[[], str] = new_nonce,
+                 approval_threshold: Decimal | None = None, messenger: Messenger | None = None,
+                 bootstrap_admins: tuple[str, ...] = ()) -> None:
         self._ledger = ledger
         self._clock = clock
         self._nonce = nonces
+        self._threshold = approval_threshold
+        self._messenger = messenger
+        self._bootstrap = bootstrap_admins
         self._handlers: Mapping[str, Callable[[Ctx, Mapping[str, Any]], Awaitable[Reply]]] = {
             "balance": self._balance, "add_funds.open": self._add_open, "add_funds.review": self._add_review,
-            "add_funds.confirm": self._add_confirm, "add_funds.approve": self._approval_unavailable,
-            "add_funds.reject": self._approval_unavailable, "recharge.open": self._recharge_open,
+            "add_funds.confirm": self._add_confirm, "add_funds.approve": self._decide,
+            "add_funds.reject": self._decide, "recharge.open": self._recharge_open,
             "recharge.save": self._recharge_save, "alerts.open": self._alerts_open, "alerts.save": self._alerts_save,
             "history.page": self._history_page, "usage.show": self._usage_show, "help": self._help,
             "cancel": self._cancel,
@@ -164,14 +179,81 @@ class CardActions:
 
     async def _add_confirm(self, ctx: Ctx, data: Mapping[str, Any]) -> Reply:
         amount, memo = _money(ctx, data.get("amount")), _memo(ctx, data.get("memo"))
-        posting = await self._ledger.add_funds(ctx.turn.tenant_id, amount, actor=ctx.turn.user_id,
-                                               key=f"card:{data['nonce']}", memo=memo)
-        card = cards.add_funds_receipt_card(ctx, posting=posting, added_by=ctx.turn.user_name or ctx.turn.user_id)
-        key = "add.replayed" if posting.replayed else "add.done"
-        return Reply(ctx.t(key, amount=ctx.money(posting.entry.amount), balance=ctx.money(posting.balance)), card)
+        return await self.add_or_request(ctx, amount, memo, key=f"card:{data['nonce']}")
 
-    async def _approval_unavailable(self, ctx: Ctx, data: Mapping[str, Any]) -> Reply:
-        return self.refusal(ctx, ctx.t("card.approval_closed"))
+    def threshold_minor(self, currency: str) -> int | None:
+        """The approval threshold in minor units of `currency` (None: no approvals needed)."""
+        if self._threshold is None:
+            return None
+        return int((self._threshold.scaleb(precision(currency))).to_integral_value(rounding=ROUND_FLOOR))
+
+    async def add_or_request(self, ctx: Ctx, amount: int, memo: str, *, key: str) -> Reply:
+        """Add funds at once, or above the approval threshold ask the other admins to approve. Used by the
+        card's Confirm and by the typed `add` command, which is itself the confirmation."""
+        threshold = self.threshold_minor(ctx.currency)
+        tenant = ctx.turn.tenant_id
+        if threshold is None or amount <= threshold:
+            posting = await self._ledger.add_funds(tenant, amount, actor=ctx.turn.user_id, key=key, memo=memo)
+            card = cards.add_funds_receipt_card(ctx, posting=posting, added_by=ctx.turn.user_name or ctx.turn.user_id)
+            text_key = "add.replayed" if posting.replayed else "add.done"
+            return Reply(ctx.t(text_key, amount=ctx.money(posting.entry.amount), balance=ctx.money(posting.balance)),
+                         card)
+        try:
+            await self._ledger.get_approval(tenant, policy.approval_id(tenant, key))
+            fresh = False                       # a retry of the same request: the admins were asked already
+        except NotFound:
+            fresh = True
+        approval = await self._ledger.request_approval(tenant, amount, actor=ctx.turn.user_id, key=key, memo=memo)
+        text = ctx.t("add.needs_approval", amount=ctx.money(amount), threshold=ctx.money(threshold))
+        if fresh:
+            reached = await self._ask_admins(ctx, approval, threshold)
+            if not reached:
+                text += "\n\n" + ctx.t("card.approval_unreachable")
+        return Reply(text, cards.approval_pending_card(ctx, amount=amount, memo=memo, threshold=threshold))
+
+    async def _ask_admins(self, ctx: Ctx, approval: Any, threshold: int) -> int:
+        """Send the approval card to every other admin's personal chat with the bot; returns how many."""
+        if self._messenger is None:
+            return 0
+        tenant = ctx.turn.tenant_id
+        grants = await self._ledger.roles(tenant)
+        admins = {g.user_id for g in grants if g.role is Role.ADMIN} or set(self._bootstrap)
+        admins.discard(ctx.turn.user_id)
+        balance = (await self._ledger.get_account(tenant)).balance
+        card = cards.approval_card(ctx, approval_id=approval.approval_id,
+                                   requested_by=ctx.turn.user_name or ctx.turn.user_id,
+                                   requested_at=approval.requested_at, amount=approval.amount, memo=approval.memo,
+                                   balance=balance, threshold=threshold, nonce=self._nonce())
+        text = ctx.t("card.approval.title", amount=ctx.money(approval.amount))
+        sent = 0
+        for ref in await self._ledger.conversations(tenant):
+            conversation = ref.reference.get("conversation") or {}
+            user = ref.reference.get("user") or {}
+            if conversation.get("conversationType", "personal") == "personal" and user.get("aadObjectId") in admins:
+                try:
+                    await self._messenger.send_card(ref.reference, card, text)
+                    sent += 1
+                except Exception:
+                    log.warning("approval %s: could not reach conversation %s", approval.approval_id,
+                                ref.conversation_id, exc_info=True)
+        return sent
+
+    async def _decide(self, ctx: Ctx, data: Mapping[str, Any]) -> Reply:
+        approval_id = data.get("approval")
+        if not isinstance(approval_id, str) or not approval_id or len(approval_id) > 64:
+            raise CardInputError(ctx.t("card.tampered"))
+        approve = data.get("verb") == "add_funds.approve"
+        decision = await self._ledger.decide_approval(ctx.turn.tenant_id, approval_id, approve=approve,
+                                                      actor=ctx.turn.user_id, key=f"card:{data['nonce']}")
+        a = decision.approval
+        names = {g.user_id: g.display_name for g in await self._ledger.roles(ctx.turn.tenant_id) if g.display_name}
+        card = cards.approval_decided_card(
+            ctx, approved=approve, requested_by=names.get(a.requested_by, a.requested_by),
+            decided_by=names.get(a.decided_by, ctx.turn.user_name or a.decided_by),
+            decided_at=a.decided_at or self._clock(), amount=a.amount, memo=a.memo,
+            balance=decision.posting.balance if decision.posting else None)
+        status = ctx.t(f"approval.status.{a.status.value}")
+        return Reply(ctx.t("card.approval_decided_text", amount=ctx.money(a.amount), status=status), card)
 
     # --- settings ---------------------------------------------------------------------------------------------
     async def _recharge_open(self, ctx: Ctx, data: Mapping[str, Any]) -> Reply:

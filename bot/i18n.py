@@ -722,6 +722,16 @@ _M: dict[str, dict[str, str]] = {
         "en": "The alert settings are saved.",
         "da": "Indstillingerne for advarsler er gemt.",
     },
+    "card.approval_unreachable": {
+        "en": "No other admin has a personal chat with me yet, so I couldn't ask anyone. The request stays open "
+              "until another admin approves it.",
+        "da": "Ingen anden administrator har en personlig chat med mig endnu, så jeg kunne ikke spørge nogen. "
+              "Anmodningen er åben, indtil en anden administrator godkender den.",
+    },
+    "card.approval_decided_text": {
+        "en": "The request to add {amount} is {status}.",
+        "da": "Anmodningen om at indsætte {amount} er {status}.",
+    },
     "card.memo_too_long": {
         "en": "The note can be at most {max} characters.",
         "da": "Noten må højst være på {max} tegn.",

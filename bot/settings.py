@@ -17,7 +17,9 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 from dataclasses import dataclass, fields
+from decimal import Decimal
 from pathlib import Path
 from typing import Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
@@ -26,7 +28,7 @@ from babel import Locale, UnknownLocaleError
 from dotenv import load_dotenv
 
 from storage.errors import InvalidCurrency
-from storage.money import normalize_currency
+from storage.money import MAX_MAJOR_UNITS, normalize_currency
 
 #: Accepted `MicrosoftAppType` values, in Bot Framework's spelling (matched case-insensitively).
 APP_TYPES = ("MultiTenant", "SingleTenant", "UserAssignedMSI")
@@ -56,6 +58,9 @@ LOCAL_MODE_HOST_PROBLEM = ("without MicrosoftAppId the bot runs with authenticat
 
 _SECRET_FIELDS = frozenset({"app_password", "graph_client_secret"})
 _GRAPH_VARS = ("GRAPH_TENANT_ID", "GRAPH_CLIENT_ID", "GRAPH_CLIENT_SECRET")
+
+
+_PLAIN_AMOUNT = re.compile(r"[0-9]+(?:\.[0-9]+)?", re.ASCII)
 
 
 class SettingsError(Exception):
@@ -120,6 +125,8 @@ class Settings:
     graph_client_id: str | None = None
     graph_client_secret: str | None = None
     graph_sync_interval: int = DEFAULT_GRAPH_SYNC_INTERVAL
+    #: Adding more than this (major units of the account's currency) needs a second admin's approval.
+    approval_threshold: Decimal | None = None
     log_level: str = DEFAULT_LOG_LEVEL
     to_bot_from_channel_openid_metadata_url: str = DEFAULT_OPENID_METADATA_URL
     to_bot_from_channel_token_issuer: str = DEFAULT_TOKEN_ISSUER
@@ -254,6 +261,16 @@ class Settings:
         interval = _parse_int(get("GRAPH_SYNC_INTERVAL"), "GRAPH_SYNC_INTERVAL", DEFAULT_GRAPH_SYNC_INTERVAL,
                               1, 7 * 24 * 60, problems, unit=" minutes")
 
+        approval_threshold: Decimal | None = None
+        raw_threshold = get("CREDITS_APPROVAL_THRESHOLD")
+        if raw_threshold is not None:
+            text = raw_threshold.strip()
+            if _PLAIN_AMOUNT.fullmatch(text) and 0 < Decimal(text) <= MAX_MAJOR_UNITS:
+                approval_threshold = Decimal(text)
+            else:
+                problems.append(f"CREDITS_APPROVAL_THRESHOLD: must be a positive plain amount such as 5000 or "
+                                f"2500.50, got {_shown(raw_threshold)}")
+
         log_level = DEFAULT_LOG_LEVEL
         raw_level = get("LOG_LEVEL")
         if raw_level is not None:
@@ -275,7 +292,8 @@ class Settings:
             app_id=app_id, app_password=app_password, app_type=app_type, app_tenant_id=app_tenant_id,
             host=host, port=port, store=store, admins=tuple(admins), currency=currency, locale=locale,
             graph_tenant_id=graph["GRAPH_TENANT_ID"], graph_client_id=graph["GRAPH_CLIENT_ID"],
-            graph_client_secret=graph["GRAPH_CLIENT_SECRET"], graph_sync_interval=interval, log_level=log_level,
+            graph_client_secret=graph["GRAPH_CLIENT_SECRET"], graph_sync_interval=interval,
+            approval_threshold=approval_threshold, log_level=log_level,
             to_bot_from_channel_openid_metadata_url=metadata_url, to_bot_from_channel_token_issuer=issuer,
             to_channel_from_bot_login_url=login_url, to_channel_from_bot_oauth_scope=scope,
         )
