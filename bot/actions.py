@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
 
-from storage import (AlertKind, AlertSettings, ConversationRef, EntryKind, Ledger, LedgerError, NotFound,
+from storage import (AlertKind, AlertSettings, ConversationRef, Ledger, LedgerError, NotFound,
                      RechargeSettings, Role)
 from storage.clock import Clock, utc_now
 from storage.policy import allows, effective_role
@@ -27,7 +27,7 @@ from . import commands, reports
 from .card_actions import CardActions, Messenger
 from .commands import Mention, ParseFailure
 from .context import Ctx, Reply, Turn
-from .i18n import (denied_key, format_date, format_list, format_money, format_money_list, language_for,
+from .i18n import (denied_key, format_date, format_list, format_money_list, language_for,
                    ledger_error_message, resolve_locale, t)
 
 log = logging.getLogger(__name__)

@@ -53,7 +53,7 @@ from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping, Sequence
 
 from .model import (Account, Alert, AlertKind, AlertSettings, AlertStatus, Approval, ApprovalDecision,
-                    ApprovalStatus, AuditRecord, BatchResult, ConversationRef, Entry, Lot, Page, Posting,
+                    ApprovalStatus, BatchResult, ConversationRef, Entry, Lot, Page, Posting,
                     RechargeSettings, Role, RoleGrant, SettingsChange, Subscription, SYSTEM_ACTOR, UsageRecord,
                     VerifyReport)
 

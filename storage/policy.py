@@ -11,7 +11,6 @@ import calendar
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Any, Iterable, Mapping, Sequence

@@ -7,7 +7,7 @@ import pytest
 from tests.backends import BACKENDS, open_backend
 from storage.clock import FakeClock
 
-pytest_plugins = ["tests.fakes.fixtures"]
+pytest_plugins = ["tests.fakes.fixtures", "tests.http_chat"]
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ multi-entry, multi-file commits.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path

@@ -11,7 +11,7 @@ import pytest
 from bot.app import create_app
 from tests import teams
 from tests.fakes.connector import FakeConnector
-from tests.test_bot_http import ALEX, Chat, settings_for
+from tests.http_chat import ALEX, Chat, settings_for
 from tests.test_card_actions import button, card_text, execute
 
 BEA_ID = "2b3c4d5e-0000-4000-8000-0000000000b2"

@@ -16,7 +16,7 @@ from bot.app import create_app
 from bot.i18n import t
 from tests import teams
 from tests.fakes.connector import FakeConnector
-from tests.test_bot_http import Chat, settings_for
+from tests.http_chat import Chat, settings_for
 
 BOOTSTRAP = "00000000-0000-0000-0000-0000000000020"
 ADMIN = "1a2b3c4d-0000-4000-8000-00000000ad01"

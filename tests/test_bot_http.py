@@ -6,78 +6,15 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.app import LEDGER, create_app
 from bot.i18n import t
-from bot.settings import Settings
 from storage import Role
 from tests import teams
-from tests.fakes.connector import FakeConnector
 from tests.fakes.identity import FakeIdentity
-
-ADMIN = "00000000-0000-0000-0000-0000000000020"     # Alex Wilber, the Playground's default user (not a GUID)
-READER = "5f0c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b"
-STRANGER = "9e8d7c6b-5a49-4838-a7b6-c5d4e3f2a1b0"
-ALEX = teams.user(ADMIN, "Alex Wilber")
-MEGAN = teams.user(READER, "Megan Bowen")
-NOBODY = teams.user(STRANGER, "Nestor Wilke")
-
-
-class Chat:
-    """One bot app and the fake connector it replies to."""
-
-    def __init__(self, client: Any, connector: FakeConnector, token: Any = None) -> None:
-        self.client = client
-        self.connector = connector
-        self._token = token
-
-    @property
-    def ledger(self):  # type: ignore[no-untyped-def]
-        return self.client.app[LEDGER]
-
-    async def post(self, activity: dict[str, Any], *, headers: dict[str, str] | None = None) -> Any:
-        hdrs = {"Content-Type": "application/json", **(headers or {})}
-        if self._token is not None and "Authorization" not in hdrs:
-            hdrs["Authorization"] = f"Bearer {self._token(activity)}"
-        return await self.client.post("/api/messages", data=json.dumps(activity), headers=hdrs)
-
-    async def say(self, text: str, *, sender: dict[str, Any] = ALEX, **kwargs: Any) -> str:
-        """Send a message; return the text of the bot's reply to it (exactly one reply expected)."""
-        activity = teams.message(text, service_url=self.connector.service_url, sender=sender, **kwargs)
-        before = len(self.connector.activities())
-        response = await self.post(activity)
-        assert response.status == 200, await response.text()
-        replies = self.connector.activities()[before:]
-        assert len(replies) == 1, replies
-        assert replies[0]["replyToId"] == activity["id"]
-        return replies[0]["text"]
-
-
-def settings_for(tmp_path: Path, **extra: str) -> Settings:
-    return Settings.from_env({"CREDITS_STORE": str(tmp_path / "store"), "CREDITS_ADMINS": ADMIN, **extra})
-
-
-@pytest.fixture
-async def chat(tmp_path: Path, fake_connector: FakeConnector, aiohttp_client: Any) -> Chat:
-    """Local mode: no app id, authentication off (as with the Playground)."""
-    client = await aiohttp_client(create_app(settings_for(tmp_path)))
-    return Chat(client, fake_connector)
-
-
-@pytest.fixture
-async def secure_chat(tmp_path: Path, fake_connector: FakeConnector, identity: FakeIdentity,
-                      aiohttp_client: Any) -> Chat:
-    """Authentication on: tokens minted by the fake identity server, validated for real."""
-    settings = settings_for(tmp_path, **identity.settings_env(app_id=teams.BOT_APP_ID))
-    identity.add_client(teams.BOT_APP_ID, settings.app_password or "")
-    client = await aiohttp_client(create_app(settings, msal_http_client=identity.requests_session()))
-    return Chat(client, fake_connector,
-                token=lambda a: identity.issue_token(app_id=teams.BOT_APP_ID, service_url=a["serviceUrl"]))
-
+from tests.http_chat import ADMIN, ALEX, MEGAN, READER, Chat
 
 # ==== a conversation ============================================================================================
 

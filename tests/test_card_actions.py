@@ -14,7 +14,7 @@ from bot.card_actions import CardActions
 from bot.i18n import t
 from cards.verbs import VERBS
 from tests import teams
-from tests.test_bot_http import ALEX, MEGAN, READER, Chat, chat  # noqa: F401  (fixture)
+from tests.http_chat import ALEX, MEGAN, READER, Chat
 
 _ids = iter(range(1, 10**6))
 
