@@ -31,8 +31,8 @@ from typing import Any, Awaitable, Callable, Mapping, Protocol
 import cards
 from cards.verbs import PERIODS, THRESHOLD_INPUTS, VERBS
 from cards.elements import major_text
-from storage import (AlertSettings, InvalidAmount, InvalidSettings, Ledger, NotFound, RechargeSettings, Role,
-                     policy)
+from storage import (AlertKind, AlertSettings, CurrencyLocked, InvalidAmount, InvalidCurrency, InvalidSettings,
+                     Ledger, NotFound, RechargeSettings, Role, policy)
 from storage.clock import Clock, utc_now
 from storage.money import MAX_MAJOR_UNITS, precision, to_minor
 from storage.policy import allows
@@ -43,7 +43,8 @@ from .i18n import MESSAGES, denied_key, ledger_error_message
 
 log = logging.getLogger(__name__)
 
-_NONCE = re.compile(r"[A-Za-z0-9_-]{8,64}")
+_NONCE = re.compile(r"[A-Za-z0-9_-]{8,72}")  # card nonces, with a "-N" suffix on per-row buttons
+_OBJECT_ID = re.compile(r"[^\s]{1,64}")
 HISTORY_PAGE = 10
 
 
@@ -59,10 +60,138 @@ def new_nonce() -> str:
     return secrets.token_urlsafe(16)
 
 
-def basis_of(settings: RechargeSettings | AlertSettings) -> str:
-    """Digest of the settings a form was prefilled with (compared when the form comes back)."""
-    canonical = json.dumps(settings.to_dict(), sort_keys=True, separators=(",", ":"))
+def basis_of(state: Any) -> str:
+    """Digest of the state a card was built from (compared when the card comes back): settings, or a list of
+    subscriptions or grants (anything with `to_dict`), or plain JSON values."""
+    canonical = json.dumps(state, sort_keys=True, separators=(",", ":"),
+                           default=lambda o: o.to_dict() if hasattr(o, "to_dict") else str(o))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# --- administration: where alerts go, roles, currency -----------------------------------------------------------
+
+class _Admin:
+    """Handlers for the subscriptions, roles and currency cards (mixed into CardActions)."""
+
+    _ledger: Ledger
+    _nonce: Callable[[], str]
+
+    async def _subs_card(self, ctx: Ctx, error: str | None = None) -> dict[str, Any]:
+        subs = await self._ledger.subscriptions(ctx.turn.tenant_id)
+        return cards.subscriptions_card(ctx, conversation_id=ctx.turn.conversation_id, subscriptions=subs,
+                                        nonce=self._nonce(), basis=basis_of(subs), error=error)
+
+    async def _subs_open(self, ctx: Ctx, data: Mapping[str, Any]) -> Reply:
+        return Reply(ctx.t("card.alerts.title"), await self._subs_card(ctx))
+
+    async def _stale(self, ctx: Ctx, data: Mapping[str, Any], state: Any, fresh: dict[str, Any],
+                     already_done: bool) -> Reply | None:
+        """The out-of-date answer when the card's basis no longer matches and this press is not a resubmit of
+        the change that made the state what it is (that one is replayed by the ledger)."""
+        if data.get("basis") != basis_of(state) and not already_done:
+            return Reply(ctx.t("card.out_of_date"), cards.out_of_date_card(ctx, fresh=fresh))
+        return None
+
+    async def _subs_save(self, ctx: Ctx, data: Mapping[str, Any]) -> Reply:
+        raw = data.get("kinds")
+        if not isinstance(raw, str):
+            raise CardInputError(ctx.t("card.tampered"))
+        try:
+            kinds = tuple(AlertKind(k.strip()) for k in raw.split(",") if k.strip())
+        except ValueError:
+            raise CardInputError(ctx.t("card.tampered")) from None
+        if not kinds:
+            return Reply(ctx.t("card.tampered"), await self._subs_card(ctx, ctx.t("card.tampered")))
+        subs = await self._ledger.subscriptions(ctx.turn.tenant_id)
+        mine = next((x for x in subs if x.conversation_id == ctx.turn.conversation_id), None)
+        done = mine is not None and mine.enabled and set(mine.kinds) == set(kinds)
+        stale = await self._stale(ctx, data, subs, await self._subs_card(ctx), done)
+        if stale:
+            return stale
+        await self._ledger.subscribe(ctx.turn.tenant_id, ctx.turn.conversation_id, kinds, actor=ctx.turn.user_id,
+                                     key=f"card:{data['nonce']}")
+        names = [ctx.t(f"alert_kind.{k.value}") for k in AlertKind if k in kinds]
+        return Reply(ctx.t("subscribe.done", kinds=", ".join(names)), await self._subs_card(ctx))
+
+    async def _subs_stop(self, ctx: Ctx, data: Mapping[str, Any]) -> Reply:
+        subs = await self._ledger.subscriptions(ctx.turn.tenant_id)
+        done = all(x.conversation_id != ctx.turn.conversation_id for x in subs)
+        stale = await self._stale(ctx, data, subs, await self._subs_card(ctx), done)
+        if stale:
+            return stale
+        try:
+            await self._ledger.unsubscribe(ctx.turn.tenant_id, ctx.turn.conversation_id, actor=ctx.turn.user_id,
+                                           key=f"card:{data['nonce']}")
+        except NotFound:
+            return Reply(ctx.t("error.not_found.subscription"), await self._subs_card(ctx))
+        return Reply(ctx.t("unsubscribe.done"), await self._subs_card(ctx))
+
+    async def _roles_card(self, ctx: Ctx, error: str | None = None) -> dict[str, Any]:
+        grants = await self._ledger.roles(ctx.turn.tenant_id)
+        return cards.roles_card(ctx, grants=grants, nonce=self._nonce(), basis=basis_of(grants), error=error,
+                                bootstrap_note=not any(g.role is Role.ADMIN for g in grants))
+
+    async def _roles_open(self, ctx: Ctx, data: Mapping[str, Any]) -> Reply:
+        return Reply(ctx.t("roles.header"), await self._roles_card(ctx))
+
+    async def _roles_grant(self, ctx: Ctx, data: Mapping[str, Any]) -> Reply:
+        user, role = data.get("user"), data.get("role")
+        if not isinstance(user, str) or not _OBJECT_ID.fullmatch(user.strip()) or role not in ("admin", "reader"):
+            message = ctx.t("card.tampered")
+            return Reply(message, await self._roles_card(ctx, message))
+        user = user.strip()
+        grants = await self._ledger.roles(ctx.turn.tenant_id)
+        done = any(g.user_id == user and g.role.value == role for g in grants)
+        stale = await self._stale(ctx, data, grants, await self._roles_card(ctx), done)
+        if stale:
+            return stale
+        await self._ledger.grant_role(ctx.turn.tenant_id, user, Role(role), actor=ctx.turn.user_id,
+                                      key=f"card:{data['nonce']}", display_name=user)
+        return Reply(ctx.t("grant.done", name=user, role=ctx.t(f"role.{role}")), await self._roles_card(ctx))
+
+    async def _roles_revoke(self, ctx: Ctx, data: Mapping[str, Any]) -> Reply:
+        user = data.get("user_id")
+        if not isinstance(user, str) or not _OBJECT_ID.fullmatch(user):
+            raise CardInputError(ctx.t("card.tampered"))
+        grants = await self._ledger.roles(ctx.turn.tenant_id)
+        name = next((g.display_name or g.user_id for g in grants if g.user_id == user), user)
+        done = all(g.user_id != user for g in grants)
+        stale = await self._stale(ctx, data, grants, await self._roles_card(ctx), done)
+        if stale:
+            return stale
+        try:
+            await self._ledger.revoke_role(ctx.turn.tenant_id, user, actor=ctx.turn.user_id,
+                                           key=f"card:{data['nonce']}")
+        except NotFound:
+            return Reply(ctx.t("error.not_found.role", name=name), await self._roles_card(ctx))
+        return Reply(ctx.t("revoke.done", name=name), await self._roles_card(ctx))
+
+    async def _currency_card(self, ctx: Ctx, error: str | None = None) -> dict[str, Any]:
+        account = await self._ledger.get_account(ctx.turn.tenant_id)
+        locked = account.entry_count > 0
+        return cards.currency_card(ctx, currency=account.currency, locked=locked, nonce=self._nonce(),
+                                   basis=basis_of([account.currency, locked]), error=error)
+
+    async def _currency_open(self, ctx: Ctx, data: Mapping[str, Any]) -> Reply:
+        return Reply(ctx.t("currency.show", currency=ctx.currency), await self._currency_card(ctx))
+
+    async def _currency_save(self, ctx: Ctx, data: Mapping[str, Any]) -> Reply:
+        code = data.get("code")
+        if not isinstance(code, str) or not code.strip():
+            raise CardInputError(ctx.t("card.tampered"))
+        account = await self._ledger.get_account(ctx.turn.tenant_id)
+        state = [account.currency, account.entry_count > 0]
+        stale = await self._stale(ctx, data, state, await self._currency_card(ctx),
+                                  account.currency == code.strip().upper())
+        if stale:
+            return stale
+        try:
+            await self._ledger.set_currency(ctx.turn.tenant_id, code, actor=ctx.turn.user_id,
+                                            key=f"card:{data['nonce']}")
+        except (InvalidCurrency, CurrencyLocked) as error:
+            message = ledger_error_message(error, ctx.language, currency=ctx.currency, locale=ctx.locale)
+            return Reply(message, await self._currency_card(ctx, message))
+        return Reply(ctx.t("currency.changed", currency=code.strip().upper()), await self._currency_card(ctx))
 
 
 class Messenger(Protocol):
@@ -71,7 +200,7 @@ class Messenger(Protocol):
     async def send_card(self, reference: Mapping[str, Any], card: dict[str, Any], text: str) -> None: ...
 
 
-class CardActions:
+class CardActions(_Admin):
     def __init__(self, ledger: Ledger, *, clock: Clock = utc_now, nonces: Callable[[], str] = new_nonce,
                  approval_threshold: Decimal | None = None, messenger: Messenger | None = None,
                  bootstrap_admins: tuple[str, ...] = ()) -> None:
@@ -88,6 +217,10 @@ class CardActions:
             "recharge.save": self._recharge_save, "alerts.open": self._alerts_open, "alerts.save": self._alerts_save,
             "history.page": self._history_page, "usage.show": self._usage_show, "help": self._help,
             "cancel": self._cancel,
+            "subscriptions.open": self._subs_open, "subscriptions.save": self._subs_save,
+            "subscriptions.stop": self._subs_stop, "roles.open": self._roles_open, "roles.grant": self._roles_grant,
+            "roles.revoke": self._roles_revoke, "currency.open": self._currency_open,
+            "currency.save": self._currency_save,
         }
         if set(self._handlers) != set(VERBS):
             raise RuntimeError(f"card verbs and handlers disagree: {sorted(set(self._handlers) ^ set(VERBS))}")

@@ -963,6 +963,62 @@ _M: dict[str, dict[str, str]] = {
         "da": "Administratorer indsætter penge og ændrer indstillinger; læsere ser saldo, historik, forbrug og "
               "prognose.",
     },
+    "card.more": {"en": "… and {count} more", "da": "… og {count} mere"},
+    "card.help.admin": {"en": "Admin", "da": "Administration"},
+    "card.button.roles": {"en": "Roles", "da": "Roller"},
+    "card.button.currency": {"en": "Currency", "da": "Valuta"},
+    "card.button.subscriptions": {"en": "Where alerts go", "da": "Hvor advarsler sendes hen"},
+    "card.subscriptions.title": {"en": "Where alerts go", "da": "Hvor advarsler sendes hen"},
+    "card.subscriptions.intro": {
+        "en": "These conversations get alerts. Choose below which alerts this conversation gets.",
+        "da": "Disse samtaler får advarsler. Vælg nedenfor, hvilke advarsler denne samtale får.",
+    },
+    "card.subscriptions.none": {"en": "No conversation gets alerts yet.", "da": "Ingen samtale får advarsler endnu."},
+    "card.subscriptions.disabled": {
+        "en": "Disabled: {reason}. Alerts are not sent here until someone chooses them again.",
+        "da": "Slået fra: {reason}. Der sendes ikke advarsler hertil, før nogen vælger dem igen.",
+    },
+    "card.subscriptions.disabled_plain": {
+        "en": "Disabled. Alerts are not sent here until someone chooses them again.",
+        "da": "Slået fra. Der sendes ikke advarsler hertil, før nogen vælger dem igen.",
+    },
+    "card.subscriptions.kinds_label": {
+        "en": "Alerts for this conversation",
+        "da": "Advarsler til denne samtale",
+    },
+    "card.subscriptions.kinds_error": {
+        "en": "Choose at least one alert, or stop alerts here.",
+        "da": "Vælg mindst én advarsel, eller stop advarsler her.",
+    },
+    "card.subscriptions.save": {"en": "Send these alerts here", "da": "Send disse advarsler hertil"},
+    "card.subscriptions.stop": {"en": "Stop alerts here", "da": "Stop advarsler her"},
+    "card.roles.title": {"en": "Roles", "da": "Roller"},
+    "card.roles.revoke": {"en": "Revoke", "da": "Fjern"},
+    "card.roles.grant_title": {"en": "Give someone a role", "da": "Giv nogen en rolle"},
+    "card.roles.user_label": {"en": "Entra object id", "da": "Entra-objekt-id"},
+    "card.roles.user_placeholder": {
+        "en": "For example 3f2504e0-4f89-11d3-9a0c-0305e82c3301",
+        "da": "For eksempel 3f2504e0-4f89-11d3-9a0c-0305e82c3301",
+    },
+    "card.roles.user_error": {
+        "en": "Enter the person's Entra object id (at most {max} characters).",
+        "da": "Angiv personens Entra-objekt-id (højst {max} tegn).",
+    },
+    "card.roles.role_label": {"en": "Role", "da": "Rolle"},
+    "card.roles.role_error": {"en": "Choose a role.", "da": "Vælg en rolle."},
+    "card.roles.grant": {"en": "Grant", "da": "Giv rolle"},
+    "card.currency.title": {"en": "Currency", "da": "Valuta"},
+    "card.currency.current": {"en": "Account currency", "da": "Kontoens valuta"},
+    "card.currency.intro": {
+        "en": "Amounts are never converted. The currency can change only until the account has its first entry.",
+        "da": "Beløb omregnes aldrig. Valutaen kan kun ændres, indtil kontoen har sin første postering.",
+    },
+    "card.currency.locked": {
+        "en": "The currency is fixed: it can't change once the account has its first entry.",
+        "da": "Valutaen ligger fast: den kan ikke ændres, når kontoen har sin første postering.",
+    },
+    "card.currency.code_label": {"en": "New currency", "da": "Ny valuta"},
+    "card.currency.code_error": {"en": "Choose a currency.", "da": "Vælg en valuta."},
     "card.cancelled.title": {"en": "Cancelled", "da": "Annulleret"},
     "card.cancelled.text": {"en": "Nothing was changed.", "da": "Intet er ændret."},
 }

@@ -20,6 +20,10 @@ def help_card(texts: Texts, *, commands: Sequence[tuple[str, str]], footer: Sequ
             for index, (usage, summary) in enumerate(commands)]
     body = [*header(texts, texts.t("card.help.title")), text(texts.t("help.intro")), *rows]
     body += [text(line, isSubtle=True, spacing="Medium") for line in footer]
+    # the account's administration: readers may look at both (the server checks the role on every press)
+    body += [text(texts.t("card.help.admin"), weight="Bolder", separator=True, spacing="Large"),
+             {"type": "ActionSet", "actions": [execute("roles.open", texts.t("card.button.roles")),
+                                               execute("currency.open", texts.t("card.button.currency"))]}]
     actions = [execute("balance", texts.t("card.button.balance")),
                execute("add_funds.open", texts.t("label.add_funds")),
                execute("recharge.open", texts.t("card.button.recharge_settings")),

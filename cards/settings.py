@@ -90,6 +90,7 @@ def alerts_form(texts: Texts, *, currency: str, settings: AlertSettings, nonce: 
         execute("alerts.save", texts.t("label.save_changes"), nonce=nonce, basis=basis, style="positive",
                 with_inputs=True),
         execute("cancel", texts.t("label.cancel"), data={"of": "alerts"}),
+        execute("subscriptions.open", texts.t("card.button.subscriptions")),
     ]
     return card(texts, body, actions, summary=texts.t("card.alerts.title"))
 
@@ -107,5 +108,6 @@ def alerts_saved_card(texts: Texts, *, settings: AlertSettings, replayed: bool =
     body.append(facts([(texts.t("card.fact.forecast_days"),
                         texts.t("card.value.days", days=settings.forecast_days))]))
     actions = [execute("alerts.open", texts.t("card.button.edit_alerts")),
+               execute("subscriptions.open", texts.t("card.button.subscriptions")),
                execute("balance", texts.t("card.button.balance"))]
     return card(texts, body, actions, summary=texts.t("card.alerts.saved_title"))

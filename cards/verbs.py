@@ -7,7 +7,11 @@ button's data may hold besides `"verb"`:
 
 * `"nonce"` when `needs_nonce`: the idempotency key of the change the button makes. The caller mints it when it
   builds the card (cards never generate randomness); a double click, a Teams retry or a resubmitted old card
-  carries the same nonce, so the change happens once.
+  carries the same nonce, so the change happens once. Several buttons of one card that make DIFFERENT changes
+  must not share a key: the Revoke button of each grant on the roles card carries `f"{nonce}-{index}"`
+  (index: the grant's position on the card, from 0), so revoking A and then B from one card are two changes,
+  while pressing A's button twice is one. The caller's nonce stays short enough for the suffix (the server
+  accepts 8..64 characters of [A-Za-z0-9_-]).
 * `"basis"` when `needs_basis`: a digest of the state the card was built from (the settings a form was
   prefilled with). The server compares it with the current state and answers "out of date" with a fresh card
   when they differ, instead of silently overwriting someone else's change.
@@ -57,6 +61,8 @@ class Verb:
 _MOVE = Capability.MOVE_MONEY
 _SETTINGS = Capability.CHANGE_SETTINGS
 _READ = Capability.READ
+_ROLES = Capability.MANAGE_ROLES
+_SUBSCRIPTIONS = Capability.MANAGE_SUBSCRIPTIONS
 
 VERB_TABLE: tuple[Verb, ...] = (
     Verb("balance", _READ, False),
@@ -76,8 +82,23 @@ VERB_TABLE: tuple[Verb, ...] = (
     # newer page is the entries with seq > after (seqs have no gaps: history(before=after + limit + 1))
     Verb("history.page", _READ, False, data=("before", "after")),
     Verb("usage.show", _READ, False, data=("period",)),
+    # where alerts go: the form edits THIS conversation's subscription ("kinds": comma-separated AlertKind values,
+    # as a multi-select ChoiceSet sends them); "basis": the caller's digest of the subscriptions shown
+    Verb("subscriptions.open", _SUBSCRIPTIONS, False),
+    Verb("subscriptions.save", _SUBSCRIPTIONS, True, inputs=("kinds",), needs_basis=True),
+    Verb("subscriptions.stop", _SUBSCRIPTIONS, True, needs_basis=True),
+    # roles: readers may look; "user_id": the Entra object id of the grant a Revoke button removes (not "user",
+    # which is the grant form's input: an Action.Submit merges every input into the data); each Revoke button's
+    # nonce is f"{nonce}-{index}" (see above)
+    Verb("roles.open", _READ, False),
+    Verb("roles.grant", _ROLES, True, inputs=("user", "role"), needs_basis=True),
+    Verb("roles.revoke", _ROLES, True, data=("user_id",), needs_basis=True),
+    # currency: "code" an ISO 4217 code; only before the account's first entry (the server checks)
+    Verb("currency.open", _READ, False),
+    Verb("currency.save", _SETTINGS, True, inputs=("code",), needs_basis=True),
     Verb("help", None, False),
-    # "of": what was cancelled ("add_funds", "recharge", "alerts"); nothing changes
+    # "of": what was cancelled ("add_funds", "recharge", "alerts", "subscriptions", "roles", "currency");
+    # nothing changes
     Verb("cancel", None, False, data=("of",)),
 )
 

@@ -223,3 +223,64 @@ async def test_action_submit_reaches_the_same_handler_and_replaces_the_card(chat
     assert (await chat.ledger.recharge_settings(teams.TENANT)).amount == 5000
     assert (await chat.post({**activity, "id": "resubmitted"})).status == 200   # the same card submitted again
     assert [r.action for r in (await chat.ledger.audit(teams.TENANT, limit=50)).items].count("recharge_settings") == 1
+
+
+# ==== administration through cards ===============================================================================
+
+async def test_alert_destinations_through_the_card(chat: Chat) -> None:
+    await opened(chat)
+    card = await card_of(chat, "subscriptions.open", {"verb": "subscriptions.open"}, scope="channel")
+    save = {**button(card, "subscriptions.save"), "kinds": "recharged,low_balance"}
+    after = await card_of(chat, "subscriptions.save", save, scope="channel")
+    subs = await chat.ledger.subscriptions(teams.TENANT)
+    assert [(s.conversation_id, [k.value for k in s.kinds]) for s in subs] == \
+        [(teams.conversation("channel")["id"], ["recharged", "low_balance"])]
+    audits = await audit_size(chat)
+    await card_of(chat, "subscriptions.save", save, scope="channel")         # double click
+    assert await audit_size(chat) == audits
+    bad = await card_of(chat, "subscriptions.save", {**button(after, "subscriptions.save"), "kinds": "everything"},
+                        scope="channel")
+    assert t("card.tampered", "en") in card_text(bad)
+    await card_of(chat, "subscriptions.stop", button(after, "subscriptions.stop"), scope="channel")
+    assert await chat.ledger.subscriptions(teams.TENANT) == []
+
+
+async def test_roles_through_the_card_and_a_stale_roles_card(chat: Chat) -> None:
+    await opened(chat)
+    card = await card_of(chat, "roles.open", {"verb": "roles.open"})
+    old = await card_of(chat, "roles.open", {"verb": "roles.open"})
+    await card_of(chat, "roles.grant", {**button(card, "roles.grant"), "user": READER, "role": "reader"})
+    assert [(g.user_id, g.role.value) for g in await chat.ledger.roles(teams.TENANT)] == [(READER, "reader")]
+    stale = await card_of(chat, "roles.grant", {**button(old, "roles.grant"), "user": "someone-else-1",
+                                                "role": "admin"})
+    assert t("card.out_of_date", "en") in card_text(stale)
+    assert len(await chat.ledger.roles(teams.TENANT)) == 1
+    revoke = button(await card_of(chat, "roles.open", {"verb": "roles.open"}), "roles.revoke")
+    assert revoke["user_id"] == READER
+    await card_of(chat, "roles.revoke", revoke)
+    assert await chat.ledger.roles(teams.TENANT) == []
+    tampered = await card_of(chat, "roles.grant", {**button(card, "roles.grant"), "user": "a b", "role": "owner"})
+    assert t("card.tampered", "en") in card_text(tampered) and await chat.ledger.roles(teams.TENANT) == []
+
+
+async def test_a_reader_cannot_grant_through_the_card(chat: Chat) -> None:
+    await chat.say(f"grant {READER} reader")
+    card = await card_of(chat, "roles.open", {"verb": "roles.open"}, sender=MEGAN)     # readers may look
+    answer = await card_of(chat, "roles.grant", {**button(card, "roles.grant"), "user": READER, "role": "admin"},
+                           sender=MEGAN)
+    assert t("denied.manage_roles", "en") in card_text(answer)
+    assert [(g.user_id, g.role.value) for g in await chat.ledger.roles(teams.TENANT)] == [(READER, "reader")]
+
+
+async def test_currency_through_the_card_until_the_first_entry(chat: Chat) -> None:
+    await opened(chat)
+    card = await card_of(chat, "currency.open", {"verb": "currency.open"})
+    await card_of(chat, "currency.save", {**button(card, "currency.save"), "code": "DKK"})
+    assert (await chat.ledger.get_account(teams.TENANT)).currency == "DKK"
+    bad = await card_of(chat, "currency.save", {**button(await card_of(chat, "currency.open",
+                                                                        {"verb": "currency.open"}),
+                                                         "currency.save"), "code": "XYZ"})
+    assert "XYZ" in card_text(bad) and (await chat.ledger.get_account(teams.TENANT)).currency == "DKK"
+    await chat.say("add 5")
+    locked = await card_of(chat, "currency.open", {"verb": "currency.open"})
+    assert not [a for a in actions_of(locked) if a["verb"] == "currency.save"]

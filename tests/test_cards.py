@@ -22,7 +22,7 @@ from cards.texts import Texts
 from cards.history import MAX_ROWS
 from cards.verbs import PERIODS, THRESHOLD_INPUTS, VERB_TABLE, VERBS
 from storage.model import (Account, Alert, AlertKind, AlertSettings, Entry, EntryKind, Lot, Posting,
-                           RechargeSettings, Role)
+                           RechargeSettings, Role, RoleGrant, Subscription)
 from storage.policy import MAX_THRESHOLDS
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "shared" / "schemas" / "adaptivecards" / "1.5.0" / \
@@ -182,6 +182,39 @@ def all_cards(language: str) -> Iterator[tuple[str, dict[str, Any]]]:
                                                  nonce=NONCE, basis=BASIS, error="x" * 200)
     yield "alerts-saved-replayed", cards.alerts_saved_card(texts, settings=AlertSettings((50000,), 7),
                                                            replayed=True)
+    # administration: where alerts go, roles, currency
+    here = "19:meeting_Mzk0ZDJiYjQtYjA3Ni00ZmJmLWJlOTUtY2U5ZTM0MjQ3ZDM0@thread.v2"
+    subs = [Subscription("a:1" + "x" * 150, (AlertKind.LOW_BALANCE, AlertKind.EXHAUSTED), "aad-1", T0),
+            Subscription(here, tuple(AlertKind), "aad-1", T0),
+            Subscription("19:gone@thread.tacv2", (AlertKind.FORECAST,), "aad-1", T0, False, "bot removed (403)"),
+            Subscription("conv-2", (), "aad-1", T0, False, "")]
+    yield "subscriptions-none", cards.subscriptions_card(texts, conversation_id=here, subscriptions=[], nonce=NONCE,
+                                                         basis=BASIS)
+    yield "subscriptions-here", cards.subscriptions_card(texts, conversation_id=here, subscriptions=subs,
+                                                         nonce=NONCE, basis=BASIS)
+    yield "subscriptions-elsewhere", cards.subscriptions_card(texts, conversation_id="conv-9", subscriptions=subs,
+                                                              nonce=NONCE, basis=BASIS, error=LONG)
+    yield "subscriptions-disabled-here", cards.subscriptions_card(texts, conversation_id="19:gone@thread.tacv2",
+                                                                  subscriptions=subs, nonce=NONCE, basis=BASIS)
+    yield "subscriptions-many", cards.subscriptions_card(
+        texts, conversation_id="conv-0", nonce=NONCE, basis=BASIS,
+        subscriptions=[Subscription(f"19:{'y' * 60}-{i}@thread.tacv2", tuple(AlertKind), "aad-1", T0,
+                                    i % 2 == 0, LONG) for i in range(60)])
+    grants = [RoleGrant("aad-1", Role.ADMIN, "system", T0, "Jane Doe"),
+              RoleGrant("aad-long", Role.READER, "aad-1", T0, LONG_NAME),
+              RoleGrant("3f2504e0-4f89-11d3-9a0c-0305e82c3301", Role.READER, "aad-1", T0)]
+    yield "roles-none", cards.roles_card(texts, grants=[], nonce=NONCE, basis=BASIS, bootstrap_note=True)
+    yield "roles-some", cards.roles_card(texts, grants=grants, nonce=NONCE, basis=BASIS, bootstrap_note=False)
+    yield "roles-error", cards.roles_card(texts, grants=grants, nonce=NONCE, basis=BASIS, bootstrap_note=True,
+                                          error=LONG)
+    yield "roles-many", cards.roles_card(
+        texts, nonce=NONCE, basis=BASIS, bootstrap_note=False,
+        grants=[RoleGrant(f"{i:08d}-4f89-11d3-9a0c-0305e82c3301", Role.READER, "aad-1", T0, LONG_NAME)
+                for i in range(80)])
+    yield "currency-open", cards.currency_card(texts, currency=cur, locked=False, nonce=NONCE, basis=BASIS)
+    yield "currency-odd", cards.currency_card(texts, currency="ISK", locked=False, nonce=NONCE, basis=BASIS,
+                                              error=LONG)
+    yield "currency-locked", cards.currency_card(texts, currency=cur, locked=True, nonce=NONCE, basis=BASIS)
     # history
     yield "history-empty", cards.history_card(texts, entries=[])
     yield "history-50", cards.history_card(texts, entries=many_entries(50), names=NAMES, older=1, has_newer=True)
@@ -357,7 +390,12 @@ def test_buttons_carry_what_their_verb_needs(language: str, name: str) -> None:
         assert data["verb"] == action["verb"], (name, action)
         assert action["title"].strip(), (name, action)
         assert set(data) <= verb.allowed_keys, (name, verb.name, set(data) - verb.allowed_keys)
-        if verb.needs_nonce:
+        # an Action.Submit merges every input of the card into the data: a data key must not be an input's id
+        assert not set(data) & input_ids, (name, verb.name, set(data) & input_ids)
+        if verb.name == "roles.revoke":
+            # one key per grant: revoking A and B from one card are two changes (cards.verbs)
+            assert data.get("nonce", "").startswith(f"{NONCE}-"), (name, verb.name, data)
+        elif verb.needs_nonce:
             assert data.get("nonce") == NONCE, (name, verb.name, data)
         else:
             assert "nonce" not in data, (name, verb.name)
@@ -378,12 +416,16 @@ def test_the_verb_table() -> None:
     assert len({v.name for v in VERB_TABLE}) == len(VERB_TABLE)
     moving = {v.name for v in VERB_TABLE if v.needs_nonce}
     assert moving == {"add_funds.review", "add_funds.confirm", "add_funds.approve", "add_funds.reject",
-                      "recharge.save", "alerts.save"}
-    assert {v.name for v in VERB_TABLE if v.needs_basis} == {"recharge.save", "alerts.save"}
+                      "recharge.save", "alerts.save", "subscriptions.save", "subscriptions.stop", "roles.grant",
+                      "roles.revoke", "currency.save"}
+    assert {v.name for v in VERB_TABLE if v.needs_basis} == {"recharge.save", "alerts.save", "subscriptions.save",
+                                                             "subscriptions.stop", "roles.grant", "roles.revoke",
+                                                             "currency.save"}
     for v in VERB_TABLE:
         assert v.capability is None or v.capability in set(commands.Capability), v
         if v.needs_nonce:
-            assert v.capability is not None and v.capability.value in ("move_money", "change_settings"), v
+            assert v.capability is not None and v.capability.value in (
+                "move_money", "change_settings", "manage_roles", "manage_subscriptions"), v
     assert VERBS["alerts.save"].inputs == (*THRESHOLD_INPUTS, "forecast_days")
     assert len(THRESHOLD_INPUTS) == MAX_THRESHOLDS
 
@@ -615,3 +657,55 @@ def test_golden(golden: str, name: str) -> None:
     assert path.is_file(), f"{path} is missing: run with UPDATE_GOLDEN=1 to write it"
     assert json.loads(path.read_text(encoding="utf-8")) == card, \
         f"{name} changed; if that is deliberate, rerun with UPDATE_GOLDEN=1 and review the diff of {path.name}"
+
+
+# --- administration ---------------------------------------------------------------------------------------------
+
+def test_subscriptions_form_edits_this_conversation() -> None:
+    here = get("en", "subscriptions-here")
+    kinds = next(f for f in inputs_of(here) if f["id"] == "kinds")
+    assert kinds["isMultiSelect"] and kinds["style"] == "expanded"
+    assert [c["value"] for c in kinds["choices"]] == [k.value for k in AlertKind]
+    assert kinds["value"] == ",".join(k.value for k in AlertKind)
+    places = lambda c: [n["text"] for _, n in walk(c)  # noqa: E731
+                        if isinstance(n, dict) and n.get("type") == "TextBlock" and n.get("weight") == "Bolder"]
+    assert "this conversation" in places(here) and "bot removed (403)" in texts_of(here)
+    assert "subscriptions.stop" in {a["verb"] for a in actions_of(here)}
+    elsewhere = get("en", "subscriptions-elsewhere")
+    assert "subscriptions.stop" not in {a["verb"] for a in actions_of(elsewhere)}
+    assert "this conversation" not in places(elsewhere)
+    assert "a:1" + "x" * 15 + "\u2026" + "x" * 9 in places(elsewhere)  # a long id is cut in the middle
+    gone = get("en", "subscriptions-disabled-here")
+    assert next(f for f in inputs_of(gone) if f["id"] == "kinds")["value"] == "forecast"
+    assert "subscriptions.stop" in {a["verb"] for a in actions_of(gone)}
+    cancel = next(a for a in actions_of(here) if a["verb"] == "cancel")
+    assert cancel["data"] == {"verb": "cancel", "of": "subscriptions"}
+    alerts = cards.alerts_form(TEXTS["en"], currency="USD", settings=AlertSettings(), nonce=NONCE, basis=BASIS)
+    assert "subscriptions.open" in {a["verb"] for a in actions_of(alerts)}
+
+
+def test_each_revoke_button_has_its_own_nonce() -> None:
+    card = get("en", "roles-some")
+    revokes = [a["data"] for a in actions_of(card) if a["verb"] == "roles.revoke"]
+    assert revokes == [{"verb": "roles.revoke", "user_id": uid, "nonce": f"{NONCE}-{i}", "basis": BASIS}
+                       for i, uid in enumerate(["aad-1", "aad-long", "3f2504e0-4f89-11d3-9a0c-0305e82c3301"])]
+    grant = next(a for a in actions_of(card) if a["verb"] == "roles.grant")
+    assert grant["data"]["nonce"] == NONCE
+    fields = {f["id"]: f for f in inputs_of(card)}
+    assert fields["user"]["maxLength"] == 64 and fields["user"]["isRequired"]
+    assert [c["value"] for c in fields["role"]["choices"]] == ["admin", "reader"]
+    assert "Jane Doe" in texts_of(card) and "reader" in texts_of(card)
+    assert "configuration" in texts_of(get("en", "roles-none"))
+    assert "configuration" not in texts_of(card)
+
+
+def test_currency_form_only_before_the_first_entry() -> None:
+    open_ = get("en", "currency-open")
+    code = next(f for f in inputs_of(open_) if f["id"] == "code")
+    assert code["value"] == "USD" and [c["value"] for c in code["choices"]][:3] == ["USD", "EUR", "GBP"]
+    odd = next(f for f in inputs_of(get("en", "currency-odd")) if f["id"] == "code")
+    assert odd["value"] == "ISK" and odd["choices"][0]["value"] == "ISK"
+    locked = get("en", "currency-locked")
+    assert inputs_of(locked) == [] and "currency.save" not in {a["verb"] for a in actions_of(locked)}
+    assert "first entry" in texts_of(locked)
+    assert {"roles.open", "currency.open"} <= {a["verb"] for a in actions_of(get("en", "help-reader"))}
