@@ -86,12 +86,15 @@ def balance_card(texts: Texts, *, account: Account, recharge: RechargeSettings, 
                              spacing="None", isSubtle=True))
     if forecast_line:
         body.append(text(forecast_line, isSubtle=True, spacing="Medium"))
-    actions = [
-        execute("add_funds.open", texts.t("label.add_funds"), style="positive"),
-        execute("recharge.open", texts.t("card.button.recharge_settings")),
+    # two rows: five buttons in one row are cut off at Teams' card width (titles never wrap there)
+    body.append({"type": "ActionSet", "spacing": "Medium", "actions": [
         execute("alerts.open", texts.t("card.button.alerts")),
         execute("history.page", texts.t("card.button.history")),
         execute("balance", texts.t("card.button.refresh")),
+    ]})
+    actions = [
+        execute("add_funds.open", texts.t("label.add_funds"), style="positive"),
+        execute("recharge.open", texts.t("card.button.recharge_settings")),
     ]
     summary = texts.t("balance.reply", balance=texts.money(account.balance))
     return card(texts, body, actions, summary=summary)
