@@ -23,6 +23,8 @@ from storage import (AlertKind, AlertSettings, ConversationRef, Ledger, LedgerEr
 from storage.clock import Clock, utc_now
 from storage.policy import allows, effective_role
 
+import cards
+
 from . import commands, reports
 from .card_actions import CardActions, Messenger
 from .commands import Mention, ParseFailure
@@ -37,6 +39,14 @@ class MemberDirectory(Protocol):
     """Looks up the Entra object id of a conversation member (for `grant @user`)."""
 
     async def aad_object_id(self, service_url: str, conversation_id: str, member_id: str) -> str | None: ...
+
+
+#: The card a typed command continues with (its bare form; `history` and `usage` with any arguments).
+_COMMAND_CARDS: Mapping[str, str] = {
+    "balance": "balance", "help": "help", "history": "history.page", "usage": "usage.show",
+    "recharge": "recharge.open", "alerts": "alerts.open", "roles": "roles.open", "currency": "currency.open",
+    "subscribe": "subscriptions.open",
+}
 
 
 class Actions:
@@ -86,7 +96,8 @@ class Actions:
 
     async def welcome(self, turn: Turn) -> Reply:
         ctx = await self._context(turn)
-        return Reply(ctx.text("welcome") + "\n\n" + commands.help_text(ctx.language, role=ctx.role))
+        return Reply(ctx.text("welcome") + "\n\n" + commands.help_text(ctx.language, role=ctx.role),
+                     cards.welcome_card(ctx))
 
     async def handle_text(self, turn: Turn) -> Reply:
         ctx = await self._context(turn)
@@ -96,9 +107,25 @@ class Actions:
         if parsed.capability is not None and not allows(ctx.role, parsed.capability):
             return ctx.say(denied_key(parsed.capability))
         try:
-            return await self._handlers[parsed.command.name](ctx, parsed.args)
+            reply = await self._handlers[parsed.command.name](ctx, parsed.args)
         except LedgerError as error:
             return Reply(ledger_error_message(error, ctx.language, currency=ctx.currency, locale=ctx.locale))
+        return await self._with_card(ctx, parsed.command.name, parsed.args, reply)
+
+    async def _with_card(self, ctx: Ctx, command: str, args: Mapping[str, Any], reply: Reply) -> Reply:
+        """Reading commands also bring the card that continues from them (the balance card with its buttons,
+        the settings forms for admins...), so everything typed can go on with a click. The text stays, for
+        notifications and clients that show no cards."""
+        if reply.card is not None:
+            return reply
+        verb = _COMMAND_CARDS.get(command) if not args or command in ("history", "usage") else None
+        if verb is None:
+            return reply
+        data: dict[str, Any] = {"verb": verb}
+        if command == "usage":
+            data["period"] = args.get("period", commands.USAGE_DEFAULT)
+        card = await self._cards.card_for(ctx, verb, data)
+        return Reply(reply.text, card) if card is not None else reply
 
     async def handle_card(self, turn: Turn, verb: str, data: Mapping[str, Any]) -> Reply:
         """A card button (Action.Execute or Action.Submit): same checks as a command, see `bot.card_actions`."""

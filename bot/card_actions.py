@@ -242,6 +242,13 @@ class CardActions(_Admin):
         except CardInputError as error:
             return self.refusal(ctx, error.message)
 
+    async def card_for(self, ctx: Ctx, verb: str, data: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The card a verb opens, when the caller's role allows it (None otherwise: no card, no refusal)."""
+        spec = VERBS[verb]
+        if spec.capability is not None and not allows(ctx.role, spec.capability):
+            return None
+        return (await self._handlers[verb](ctx, data)).card
+
     def refusal(self, ctx: Ctx, message: str) -> Reply:
         """A refusal answered as a card (Action.Execute needs one) and as text (Action.Submit posts it)."""
         return Reply(message, cards.notice_card(ctx, message=message, tone="attention"))

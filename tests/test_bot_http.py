@@ -201,3 +201,41 @@ async def test_one_token_request_per_token_lifetime_over_200_turns(secure_chat: 
         await secure_chat.say("balance", activity_id=f"turn-{i}")
     assert identity.token_requests() == 1
     assert len(secure_chat.connector.peers()) == 1          # every reply over one pooled connection
+
+
+# ==== typed commands continue as cards ==========================================================================
+
+async def _reply_activity(chat: Chat, text: str, sender: dict[str, Any] = ALEX) -> dict[str, Any]:
+    await chat.say(text, sender=sender)
+    return chat.connector.activities()[-1]
+
+
+def _verbs(activity: dict[str, Any]) -> set[str]:
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "Action.Execute":
+                found.add(node["verb"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(activity.get("attachments") or [])
+    return found
+
+
+async def test_reading_commands_bring_the_card_that_continues_from_them(chat: Chat) -> None:
+    assert {"add_funds.open", "recharge.open", "history.page"} <= _verbs(await _reply_activity(chat, "balance"))
+    assert "recharge.save" in _verbs(await _reply_activity(chat, "recharge"))
+    assert "alerts.save" in _verbs(await _reply_activity(chat, "alerts"))
+    assert "roles.grant" in _verbs(await _reply_activity(chat, "roles"))
+    assert {"balance", "add_funds.open", "roles.open"} <= _verbs(await _reply_activity(chat, "help"))
+
+
+async def test_a_reader_gets_no_settings_form(chat: Chat) -> None:
+    await chat.say(f"grant {READER} reader")
+    assert _verbs(await _reply_activity(chat, "recharge", sender=MEGAN)) == set()
+    assert "add_funds.open" in _verbs(await _reply_activity(chat, "balance", sender=MEGAN))  # checked when pressed
