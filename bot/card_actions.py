@@ -38,6 +38,7 @@ from storage.money import MAX_MAJOR_UNITS, precision, to_minor
 from storage.policy import allows
 
 from . import commands, reports
+from .amounts import AmountError, parse_amount
 from .context import Ctx, Reply
 from .i18n import MESSAGES, denied_key, ledger_error_message
 
@@ -473,6 +474,13 @@ def _money(ctx: Ctx, value: Any, *, allow_zero: bool = False, optional: bool = F
     try:
         return to_minor(value.strip() if isinstance(value, str) else value, ctx.currency, allow_zero=allow_zero)
     except InvalidAmount as error:
+        if isinstance(value, str) and error.reason in ("not_a_number", "too_precise"):
+            # Input.Number sends plain decimals; a text field may hold what the person typed in their locale
+            # ("12,50", "1.250,50 kr."): read it the way the typed `add` command would
+            try:
+                return parse_amount(value, currency=ctx.currency, locale=ctx.locale, allow_zero=allow_zero)
+            except AmountError:
+                pass
         raise CardInputError(_amount_message(ctx, error.reason, str(value)[:40])) from None
 
 

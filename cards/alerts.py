@@ -26,8 +26,8 @@ from .texts import Texts
 
 #: Colour of each alert's title.
 ALERT_COLORS: Mapping[AlertKind, str] = {
-    AlertKind.RECHARGED: "good", AlertKind.RECHARGE_BLOCKED: "attention", AlertKind.LOW_BALANCE: "warning",
-    AlertKind.EXHAUSTED: "attention", AlertKind.EXPIRING: "warning", AlertKind.FORECAST: "warning",
+    AlertKind.RECHARGED: "good", AlertKind.RECHARGE_BLOCKED: "attention", AlertKind.LOW_BALANCE: "attention",
+    AlertKind.EXHAUSTED: "attention", AlertKind.EXPIRING: "accent", AlertKind.FORECAST: "accent",
 }
 
 

@@ -12,7 +12,8 @@ from .texts import Texts
 Status = Literal["ok", "below_trigger", "low", "exhausted"]
 STATUSES: tuple[Status, ...] = ("ok", "below_trigger", "low", "exhausted")
 #: Adaptive Cards colour of each status.
-STATUS_COLORS: Mapping[str, str] = {"ok": "good", "below_trigger": "warning", "low": "warning",
+#: Text colours only from the readable ones: Teams' light-theme "warning" is a pale yellow on white.
+STATUS_COLORS: Mapping[str, str] = {"ok": "good", "below_trigger": "accent", "low": "attention",
                                     "exhausted": "attention"}
 #: Expiring lots listed one by one; the rest are summed up in one line.
 EXPIRING_SHOWN = 3

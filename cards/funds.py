@@ -38,7 +38,7 @@ def add_funds_form(texts: Texts, *, currency: str, nonce: str, amount: int | Non
         money_input("amount", label=texts.t("card.input.money_label", label=texts.t("card.fact.amount"),
                                             currency=currency),
                     currency=currency, value=amount, required=True, error=amount_error(texts, currency)),
-        {"type": "Input.Text", "id": "memo", "label": texts.t("label.memo"), "value": memo,
+        {"type": "Input.Text", "id": "memo", "label": texts.t("label.memo"), "value": memo, "isMultiline": True,
          "maxLength": MEMO_MAX_LENGTH, "placeholder": texts.t("card.add_funds.memo_placeholder"),
          "isRequired": False, "errorMessage": texts.t("card.input.memo_error", max=MEMO_MAX_LENGTH)},
     ]

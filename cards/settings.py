@@ -61,7 +61,7 @@ def recharge_saved_card(texts: Texts, *, settings: RechargeSettings, replayed: b
     body.append(facts(recharge_facts(texts, settings)))
     body.append(text(texts.t("recharge.breaker", max_per_day=settings.max_per_day), isSubtle=True, size="Small"))
     if not settings.enabled:
-        body.append(text(texts.t("card.recharge.off_warning"), color="warning"))
+        body.append(text(texts.t("card.recharge.off_warning"), color="attention"))
     actions = [execute("recharge.open", texts.t("label.edit_recharge")),
                execute("balance", texts.t("card.button.balance"))]
     return card(texts, body, actions, summary=texts.t("card.recharge.saved_title"))

@@ -284,3 +284,15 @@ async def test_currency_through_the_card_until_the_first_entry(chat: Chat) -> No
     await chat.say("add 5")
     locked = await card_of(chat, "currency.open", {"verb": "currency.open"})
     assert not [a for a in actions_of(locked) if a["verb"] == "currency.save"]
+
+
+async def test_a_danish_admin_may_type_amounts_the_danish_way_in_a_card(chat: Chat) -> None:
+    await chat.say("currency DKK")
+    form = await card_of(chat, "add_funds.open", {"verb": "add_funds.open"})
+    danish = {**button(form, "add_funds.review"), "amount": "1.250,50", "memo": ""}
+    base = teams.message("", service_url=chat.connector.service_url, sender=ALEX, locale="da-DK")
+    activity = {**base, "type": "invoke", "name": "adaptiveCard/action", "id": "da-review",
+                "value": {"action": {"type": "Action.Execute", "verb": "add_funds.review", "data": danish}}}
+    activity.pop("text", None)
+    confirmation = (await (await chat.post(activity)).json())["value"]
+    assert button(confirmation, "add_funds.confirm")["amount"] == "1250.50"

@@ -517,13 +517,28 @@ def test_danish_cards_use_microsofts_terms() -> None:
     assert "1.234,56\xa0kr." in texts_of(get("da", "balance-ok-full"))
 
 
+def test_no_text_is_coloured_warning() -> None:
+    """Teams' light theme draws "warning" text in a pale yellow that is hard to read on white (seen in the
+    rendering check); warning stays a container background only."""
+    def texts_coloured_warning(node: Any) -> list[str]:
+        if isinstance(node, dict):
+            found = [node.get("text", "")] if node.get("type") == "TextBlock" and node.get("color") == "warning" else []
+            return found + [t for v in node.values() for t in texts_coloured_warning(v)]
+        if isinstance(node, list):
+            return [t for v in node for t in texts_coloured_warning(v)]
+        return []
+    offenders = {(language, name): found for language in ("en", "da") for name, card in built(language)
+                 if (found := texts_coloured_warning(card))}
+    assert offenders == {}
+
+
 def test_every_status_has_its_colour() -> None:
     colours = {}
     for status in cards.STATUSES:
         big = get("en", f"balance-{status}-full")["body"][2]
         colours[status] = big["color"]
         assert big["size"] == "ExtraLarge"
-    assert colours == {"ok": "good", "below_trigger": "warning", "low": "warning", "exhausted": "attention"}
+    assert colours == {"ok": "good", "below_trigger": "accent", "low": "attention", "exhausted": "attention"}
     with pytest.raises(ValueError):
         cards.balance_card(TEXTS["en"], account=account(0, "USD"), recharge=RECHARGE_NEVER,
                            status="fine")  # type: ignore[arg-type]
