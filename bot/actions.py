@@ -45,7 +45,7 @@ class MemberDirectory(Protocol):
 _COMMAND_CARDS: Mapping[str, str] = {
     "balance": "balance", "help": "help", "history": "history.page", "usage": "usage.show",
     "recharge": "recharge.open", "alerts": "alerts.open", "roles": "roles.open", "currency": "currency.open",
-    "subscribe": "subscriptions.open",
+    "subscribe": "subscriptions.open", "whoami": "roles.open",
 }
 
 

@@ -129,8 +129,10 @@ class _Admin:
 
     async def _roles_card(self, ctx: Ctx, error: str | None = None) -> dict[str, Any]:
         grants = await self._ledger.roles(ctx.turn.tenant_id)
+        role = ctx.t(f"role.{ctx.role.value}") if ctx.role else ctx.t("role.none")
+        viewer = (ctx.turn.user_name or "-", ctx.turn.user_id or "-", role)
         return cards.roles_card(ctx, grants=grants, nonce=self._nonce(), basis=basis_of(grants), error=error,
-                                bootstrap_note=not any(g.role is Role.ADMIN for g in grants))
+                                bootstrap_note=not any(g.role is Role.ADMIN for g in grants), viewer=viewer)
 
     async def _roles_open(self, ctx: Ctx, data: Mapping[str, Any]) -> Reply:
         return Reply(ctx.t("roles.header"), await self._roles_card(ctx))

@@ -722,6 +722,8 @@ _M: dict[str, dict[str, str]] = {
         "en": "The alert settings are saved.",
         "da": "Indstillingerne for advarsler er gemt.",
     },
+    "card.roles.you": {"en": "You", "da": "Dig"},
+    "card.roles.object_id": {"en": "Your Entra object id", "da": "Dit Entra-objekt-id"},
     "card.approval_unreachable": {
         "en": "No other admin has a personal chat with me yet, so I couldn't ask anyone. The request stays open "
               "until another admin approves it.",

@@ -96,13 +96,18 @@ def subscriptions_card(texts: Texts, *, conversation_id: str, subscriptions: Seq
 # --- roles ------------------------------------------------------------------------------------------------------
 
 def roles_card(texts: Texts, *, grants: Sequence[RoleGrant], nonce: str, basis: str, error: str | None = None,
-               bootstrap_note: bool) -> dict[str, Any]:
+               bootstrap_note: bool, viewer: tuple[str, str, str] | None = None) -> dict[str, Any]:
     """Every grant (display name, else the user id; the role; the id under a display name) with a Revoke button
     (`roles.revoke`, data "user_id"; its nonce is f"{nonce}-{index}", index = the grant's position on the card,
     so revoking two people from one card is two changes), then a grant form: "user" (an Entra object id) and
     "role" ("admin"/"reader"), button Grant (`roles.grant`), and Cancel. `bootstrap_note`: say that the
-    configured bootstrap admins act as admins until the account has one of its own."""
+    configured bootstrap admins act as admins until the account has one of its own. `viewer`: (name, Entra
+    object id, role text) of the person looking, shown first (what `whoami` answers)."""
     body: list[dict[str, Any]] = [*header(texts, texts.t("card.roles.title"))]
+    if viewer is not None:
+        name, object_id, role = viewer
+        body.append(facts([(texts.t("card.roles.you"), f"{truncate(name, 120)} \u00b7 {role}"),
+                           (texts.t("card.roles.object_id"), object_id)]))
     if error:
         body.append(notice(error, tone="attention"))
     if bootstrap_note:

@@ -233,6 +233,8 @@ async def test_reading_commands_bring_the_card_that_continues_from_them(chat: Ch
     assert "alerts.save" in _verbs(await _reply_activity(chat, "alerts"))
     assert "roles.grant" in _verbs(await _reply_activity(chat, "roles"))
     assert {"balance", "add_funds.open", "roles.open"} <= _verbs(await _reply_activity(chat, "help"))
+    me = await _reply_activity(chat, "whoami")
+    assert "roles.grant" in _verbs(me) and ADMIN in json.dumps(me["attachments"])
 
 
 async def test_a_reader_gets_no_settings_form(chat: Chat) -> None:

@@ -296,3 +296,60 @@ async def test_a_danish_admin_may_type_amounts_the_danish_way_in_a_card(chat: Ch
     activity.pop("text", None)
     confirmation = (await (await chat.post(activity)).json())["value"]
     assert button(confirmation, "add_funds.confirm")["amount"] == "1250.50"
+
+
+# ==== the same guarantees whichever way the button arrives ======================================================
+
+async def press(chat: Chat, path: str, verb: str, data: dict[str, Any], *,
+                sender: dict[str, Any] = ALEX) -> dict[str, Any]:
+    """Press a button as Action.Execute (the invoke's card) or Action.Submit (the card the bot posts back)."""
+    if path == "execute":
+        return await card_of(chat, verb, data, sender=sender)
+    activity = teams.message("", service_url=chat.connector.service_url, sender=sender)
+    activity.pop("text")
+    activity.update({"value": {**data, "verb": verb}, "replyToId": "card-message"})
+    before = len(chat.connector.requests)
+    assert (await chat.post(activity)).status == 200
+    posted = [r.json for r in chat.connector.requests[before:]           # the reply, not the PUT that replaces
+              if r.method == "POST" and r.json.get("replyToId") == activity["id"]]   # the pressed card
+    assert len(posted) == 1 and posted[0]["attachments"], posted
+    return posted[0]["attachments"][0]["content"]
+
+
+@pytest.mark.parametrize("path", ["execute", "submit"])
+async def test_double_submit_adds_once(chat: Chat, path: str) -> None:
+    await opened(chat)
+    confirm = {"verb": "add_funds.confirm", "nonce": "double-" + path * 3, "amount": "30", "memo": ""}
+    first = await press(chat, path, "add_funds.confirm", confirm)
+    second = await press(chat, path, "add_funds.confirm", confirm)
+    assert await balance(chat) == 3000
+    assert card_text(first) != card_text(second)          # the second says it was already done
+
+
+@pytest.mark.parametrize("path", ["execute", "submit"])
+async def test_a_stale_form_is_out_of_date(chat: Chat, path: str) -> None:
+    await opened(chat)
+    old = button(await card_of(chat, "recharge.open", {"verb": "recharge.open"}), "recharge.save")
+    await chat.say("recharge 50 below 20")
+    answer = await press(chat, path, "recharge.save", {**old, "enabled": "true", "amount": "99", "trigger": "1",
+                                                        "cap": ""})
+    assert t("card.out_of_date", "en") in card_text(answer)
+    assert (await chat.ledger.recharge_settings(teams.TENANT)).amount == 5000
+
+
+@pytest.mark.parametrize("path", ["execute", "submit"])
+@pytest.mark.parametrize("amount", ["-1", "99999999999", "12.345", "NaN"])
+async def test_tampered_amounts_change_nothing(chat: Chat, path: str, amount: str) -> None:
+    await opened(chat)
+    await press(chat, path, "add_funds.confirm", {"verb": "add_funds.confirm", "nonce": "t" * 22,
+                                                  "amount": amount, "memo": ""})
+    assert await balance(chat) == 0
+
+
+@pytest.mark.parametrize("path", ["execute", "submit"])
+async def test_a_reader_pressing_add_funds_changes_nothing(chat: Chat, path: str) -> None:
+    await chat.say(f"grant {READER} reader")
+    answer = await press(chat, path, "add_funds.confirm", {"verb": "add_funds.confirm", "nonce": "r" * 22,
+                                                           "amount": "5", "memo": ""}, sender=MEGAN)
+    assert t("denied.move_money", "en") in card_text(answer)
+    assert await balance(chat) == 0

@@ -205,6 +205,9 @@ def all_cards(language: str) -> Iterator[tuple[str, dict[str, Any]]]:
               RoleGrant("3f2504e0-4f89-11d3-9a0c-0305e82c3301", Role.READER, "aad-1", T0)]
     yield "roles-none", cards.roles_card(texts, grants=[], nonce=NONCE, basis=BASIS, bootstrap_note=True)
     yield "roles-some", cards.roles_card(texts, grants=grants, nonce=NONCE, basis=BASIS, bootstrap_note=False)
+    yield "roles-viewer", cards.roles_card(texts, grants=grants, nonce=NONCE, basis=BASIS, bootstrap_note=False,
+                                           viewer=("Alex Wilber " * 20, "00000000-0000-0000-0000-0000000000020",
+                                                   "admin"))
     yield "roles-error", cards.roles_card(texts, grants=grants, nonce=NONCE, basis=BASIS, bootstrap_note=True,
                                           error=LONG)
     yield "roles-many", cards.roles_card(
