@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Iterable
 
-from .model import Entry, EntryKind
+from .model import Entry, EntryKind, parse_iso
 
 DEFAULT_WINDOW = timedelta(days=30)
 
@@ -27,9 +27,23 @@ class Forecast:
     zero_on: date | None
 
 
+def call_time(entry: Entry) -> datetime:
+    """When the call of a usage entry happened (`details["occurred_at"]`, written by the ledger), else when it
+    was recorded. Usage arrives 24 to 48 hours late, often in one import: burn counts calls by their own time,
+    not by the time of the import."""
+    value = entry.details.get("occurred_at")
+    if isinstance(value, str):
+        try:
+            return parse_iso(value)
+        except ValueError:
+            pass
+    return entry.at
+
+
 def usage_burn(entries: Iterable[Entry], *, now: datetime, window: timedelta = DEFAULT_WINDOW) -> int:
+    """Money used by calls that happened in the `window` before `now`, per day (rounded half up)."""
     start = now - window
-    used = sum(-e.amount for e in entries if e.kind is EntryKind.USAGE and start <= e.at <= now)
+    used = sum(-e.amount for e in entries if e.kind is EntryKind.USAGE and start <= call_time(e) <= now)
     days = Decimal(window.total_seconds()) / Decimal(86_400)
     return int((Decimal(used) / days).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import abc
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .model import (Account, Alert, AlertKind, AlertSettings, AlertStatus, Approval, ApprovalDecision,
                     ApprovalStatus, BatchResult, ConversationRef, Entry, Lot, Page, Posting,
@@ -65,6 +65,21 @@ EXPIRING_NOTICE = timedelta(days=30)
 
 class Ledger(abc.ABC):
     """Async ledger of Communications Credits. See the module docstring for the semantics every backend keeps."""
+
+    _alert_listeners: tuple[Callable[[], None], ...] = ()
+
+    # --- waking the notifier ------------------------------------------------------------------------------------
+    def add_alert_listener(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` (no arguments, on the event loop, after the operation returned or failed) whenever
+        an operation of this object may have queued a pending alert. A hint, never a promise: it can come for
+        nothing (a rolled-back unit), and alerts queued by another process over the same store do not cause it,
+        so a notifier still polls. The listener must be quick and must not raise (it sets an event)."""
+        self._alert_listeners = (*self._alert_listeners, listener)
+
+    def _alerts_queued(self) -> None:
+        """For backends: tell the listeners that alerts may be waiting."""
+        for listener in self._alert_listeners:
+            listener()
 
     # --- accounts -------------------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -200,6 +215,18 @@ class Ledger(abc.ABC):
     @abc.abstractmethod
     async def alerts(self, tenant_id: str, *, status: AlertStatus | None = None, limit: int = 50) -> list[Alert]:
         """The account's alerts, newest first, optionally of one status."""
+
+    # --- usage sync ------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def sync_watermark(self, tenant_id: str, source: str) -> datetime | None:
+        """Up to when usage from `source` (for example "graph") was read completely for the account, or None
+        before the first sync. `AccountNotFound` for an unknown account."""
+
+    @abc.abstractmethod
+    async def set_sync_watermark(self, tenant_id: str, source: str, until: datetime) -> datetime:
+        """Record that `source` was read completely up to `until` (aware). Never moves backwards: an earlier
+        `until` than the stored one changes nothing. Returns the watermark as stored. Not audited (it moves no
+        money and is not a user's change); the debits themselves are."""
 
     # --- conversations and subscriptions --------------------------------------------------------------------
     @abc.abstractmethod

@@ -256,6 +256,7 @@ class _AccountState:
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     roles: dict[str, RoleGrant] = field(default_factory=dict)
     approvals: dict[str, Approval] = field(default_factory=dict)   # in the order they were requested
+    watermarks: dict[str, datetime] = field(default_factory=dict)  # usage source -> read completely up to
     audit: list[AuditRecord] = field(default_factory=list)
     threshold_armed: dict[int, bool] = field(default_factory=dict)
     exhausted_armed: bool = False   # a new account is at 0: already in the "exhausted" state
@@ -265,7 +266,7 @@ class _AccountState:
         # Entries, records, grants... are immutable values: copying the containers is a full copy.
         return replace(self, entries=list(self.entries), ops=dict(self.ops),
                        subscriptions=dict(self.subscriptions), roles=dict(self.roles),
-                       approvals=dict(self.approvals), audit=list(self.audit),
+                       approvals=dict(self.approvals), watermarks=dict(self.watermarks), audit=list(self.audit),
                        threshold_armed=dict(self.threshold_armed))
 
 
@@ -398,6 +399,8 @@ class ReferenceLedger(Ledger):
         alert = Alert(ident, acct.tenant_id, kind, key, now, dict(payload), destinations,
                       status=AlertStatus.PENDING if destinations else AlertStatus.DELIVERED)
         self._alerts.append(alert)
+        if alert.status is AlertStatus.PENDING:
+            self._alerts_queued()
         return alert
 
     def _skip_destination(self, tenant_id: str, conversation_id: str) -> None:
@@ -828,6 +831,20 @@ class ReferenceLedger(Ledger):
         return list(reversed(self._oldest_first(mine)))[:max(limit, 0)]
 
     # --- conversations and subscriptions --------------------------------------------------------------------
+    async def sync_watermark(self, tenant_id: str, source: str) -> datetime | None:
+        return self._account(tenant_id).watermarks.get(source)
+
+    async def set_sync_watermark(self, tenant_id: str, source: str, until: datetime) -> datetime:
+        if until.tzinfo is None:
+            raise ValueError("a watermark must be an aware datetime")
+        with self._atomic():
+            acct = self._account(tenant_id)
+            until = until.astimezone(timezone.utc)
+            current = acct.watermarks.get(source)
+            if current is None or until > current:
+                acct.watermarks[source] = until
+            return acct.watermarks[source]
+
     async def save_conversation(self, ref: ConversationRef) -> None:
         with self._atomic():
             self._account(ref.tenant_id)

@@ -1754,3 +1754,45 @@ async def test_ping_and_close(ledger):
     await ledger.ping()
     await ledger.close()
     await ledger.close()   # idempotent (the fixture closes once more)
+
+
+# --- usage sync watermarks ------------------------------------------------------------------------------------
+
+async def test_a_sync_watermark_only_moves_forward_per_source_and_account(ledger):
+    await new_account(ledger)
+    await new_account(ledger, OTHER)
+    audited = (await ledger.audit(T, limit=100)).items
+    assert await ledger.sync_watermark(T, "graph") is None
+    first = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
+    assert await ledger.set_sync_watermark(T, "graph", first) == first
+    assert await ledger.set_sync_watermark(T, "graph", first - timedelta(days=1)) == first   # never backwards
+    later = first + timedelta(hours=6)
+    local = later.astimezone(timezone(timedelta(hours=1)))
+    assert await ledger.set_sync_watermark(T, "graph", local) == later                       # stored in UTC
+    assert (await ledger.sync_watermark(T, "graph")).utcoffset() == timedelta(0)
+    assert await ledger.sync_watermark(T, "csv") is None
+    assert await ledger.sync_watermark(OTHER, "graph") is None
+    with pytest.raises(ValueError):
+        await ledger.set_sync_watermark(T, "graph", datetime(2026, 11, 21))
+    with pytest.raises(AccountNotFound):
+        await ledger.sync_watermark("nobody", "graph")
+    with pytest.raises(AccountNotFound):
+        await ledger.set_sync_watermark("nobody", "graph", first)
+    assert (await ledger.audit(T, limit=100)).items == audited   # not audited: moves no money, no user's change
+
+
+@pytest.mark.parametrize("backend", [name for name in BACKENDS if name != "reference"])
+async def test_sync_watermarks_survive_reopening_the_store(backend, tmp_path, clock):
+    until = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
+    store = await open_backend(backend, tmp_path, clock)
+    try:
+        await new_account(store)
+        await store.set_sync_watermark(T, "graph", until)
+    finally:
+        await store.close()
+    store = await open_backend(backend, tmp_path, clock)
+    try:
+        assert await store.sync_watermark(T, "graph") == until
+        assert (await store.verify()).ok
+    finally:
+        await store.close()

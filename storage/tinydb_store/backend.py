@@ -13,7 +13,7 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
@@ -29,7 +29,7 @@ from ..model import (Account, Alert, AlertKind, AlertSettings, AlertStatus, Appr
                      ApprovalStatus, AuditRecord, BatchResult,
                      ConversationRef, Entry, EntryKind, Lot, Page, Posting, RechargeSettings, Role, RoleGrant,
                      RowOutcome, RowStatus, SettingsChange, Subscription, SYSTEM_ACTOR, UsageRecord,
-                     VerifyReport, iso)
+                     VerifyReport, iso, parse_iso)
 from ..money import check_minor, normalize_currency
 from . import files
 from .layout import ACCOUNTS, ChunkedLog, FileSet, account_dir
@@ -67,6 +67,7 @@ class _Account:
     op_count: int
     keys: dict[str, _OpRecord] | None = None  # loaded on first mutation
     approvals: dict[str, Approval] = field(default_factory=dict)  # in the order they were requested
+    watermarks: dict[str, datetime] = field(default_factory=dict)  # usage source -> read completely up to
     entries: ChunkedLog = field(init=False)
     ops: ChunkedLog = field(init=False)
     audit_log: ChunkedLog = field(init=False)
@@ -140,6 +141,9 @@ class TinyLedger(Ledger):
         self._alert_index: dict[str, str] = {}  # alert id -> tenant
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tinydb-writer")
         self._closed = False
+        # pending alerts committed (counted on the writer thread, compared on the loop: see `_call`)
+        self._alerts_committed = 0
+        self._alerts_announced = 0
 
     @classmethod
     async def open(cls, root: Path, *, clock: Clock = utc_now,
@@ -155,7 +159,13 @@ class TinyLedger(Ledger):
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         if self._closed:
             raise RuntimeError("the ledger is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        finally:
+            committed = self._alerts_committed
+            if committed != self._alerts_announced:
+                self._alerts_announced = committed
+                self._alerts_queued()
 
     # --- opening ------------------------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -186,6 +196,7 @@ class TinyLedger(Ledger):
             outbox={}, archived={}, order={}, archive_count=0, op_count=0,
             approvals={d["approval_id"]: Approval.from_dict(d)
                        for d in f.table(f"{folder}/state.json", "approvals").all()},
+            watermarks={d["source"]: parse_iso(d["until"]) for d in f.table(f"{folder}/state.json", "sync").all()},
         ).attach(f)
         for d in f.table(f"{folder}/outbox.json").all():
             acct.outbox[d["alert_id"]] = _alert(d)
@@ -279,6 +290,8 @@ class TinyLedger(Ledger):
         acct.archive_count = archive_count
         for alert in changed:
             self._alert_index[alert.alert_id] = acct.tenant_id
+        if book is not None and any(a.status is AlertStatus.PENDING for a in book.alerts):
+            self._alerts_committed += 1
         if subscriptions is not None:
             acct.subscriptions = subscriptions
         if roles is not None:
@@ -814,6 +827,29 @@ class TinyLedger(Ledger):
         book.record(SYSTEM_ACTOR, "disable_subscription", "", {"conversation_id": conversation_id, "reason": reason})
         self._commit(acct, _Unit(book), subscriptions=subs,
                      outbox_changed=_skip_destination(acct.outbox.values(), conversation_id))
+
+    async def sync_watermark(self, tenant_id: str, source: str) -> datetime | None:
+        return await self._call(lambda: self._acct(tenant_id).watermarks.get(source))
+
+    async def set_sync_watermark(self, tenant_id: str, source: str, until: datetime) -> datetime:
+        if until.tzinfo is None:
+            raise ValueError("a watermark must be an aware datetime")
+        return await self._call(self._set_watermark, tenant_id, source, until.astimezone(timezone.utc))
+
+    def _set_watermark(self, tenant_id: str, source: str, until: datetime) -> datetime:
+        acct = self._acct(tenant_id)
+        current = acct.watermarks.get(source)
+        if current is not None and until <= current:
+            return current
+        try:
+            self._files.table(acct.state_file, "sync").upsert({"source": source, "until": iso(until)},
+                                                              Query().source == source)
+            self._files.commit()
+        except BaseException:
+            self._files.rollback()
+            raise
+        acct.watermarks = {**acct.watermarks, source: until}
+        return until
 
     async def subscriptions(self, tenant_id: str) -> list[Subscription]:
         return await self._call(lambda: sorted(self._acct(tenant_id).subscriptions.values(),
