@@ -15,7 +15,8 @@ from http import HTTPStatus
 from typing import Any, Awaitable, Callable, Mapping
 
 from botbuilder.core import BotAdapter, InvokeResponse, TurnContext
-from botbuilder.schema import Activity, ActivityTypes, ConversationReference, ResourceResponse
+from botbuilder.schema import (Activity, ActivityEventNames, ActivityTypes, ConversationReference,
+                              ResourceResponse)
 from botbuilder.core import conversation_reference_extension
 
 from .connector import Connector
@@ -58,8 +59,10 @@ class CreditsAdapter(BotAdapter):
             elif activity.type == ActivityTypes.trace:
                 responses.append(ResourceResponse(id=""))
             else:
+                # a proactive turn's activity id is a fresh uuid botbuilder made up: nothing to reply to
+                reply_to = None if _is_continuation(context.activity) else activity.reply_to_id
                 new_id = await self._connector.send(activity.service_url, activity.conversation.id,
-                                                    _payload(activity), reply_to_id=activity.reply_to_id)
+                                                    _payload(activity), reply_to_id=reply_to)
                 responses.append(ResourceResponse(id=new_id))
         return responses
 
@@ -79,6 +82,43 @@ class CreditsAdapter(BotAdapter):
         activity = conversation_reference_extension.get_continuation_activity(reference)
         context = TurnContext(self, activity)
         await self.run_pipeline(context, callback)
+
+
+class ProactiveSender:
+    """Posts a new activity into a saved conversation (the notifier's alerts), through
+    `continue_conversation(reference, callback, bot_id=app_id)` as botbuilder documents it.
+
+    The saved reference is the one of the last activity seen there; its `activity_id` is dropped so that the alert
+    is a new message (in a channel: a new post, not a reply in the thread of whoever typed `subscribe`), and its
+    conversation id is replaced by `conversation_id` (a channel's root id). A send that fails raises the
+    `ConnectorError` (botbuilder's pipeline would hand it to the turn error handler and swallow it)."""
+
+    def __init__(self, adapter: CreditsAdapter, *, app_id: str | None) -> None:
+        self._adapter = adapter
+        self._app_id = app_id
+
+    async def send(self, reference: Mapping[str, Any], conversation_id: str, activity: Mapping[str, Any]) -> str:
+        ref = ConversationReference().deserialize({**reference, "activityId": None})
+        if ref.conversation is None or not ref.service_url:
+            raise ValueError("the saved conversation reference has no conversation or service URL")
+        ref.conversation.id = conversation_id
+        outcome: dict[str, Any] = {}
+
+        async def post(context: TurnContext) -> None:
+            try:
+                response = await context.send_activity(Activity().deserialize(dict(activity)))
+                outcome["id"] = response.id if response is not None else ""
+            except Exception as error:  # re-raised below, outside botbuilder's pipeline
+                outcome["error"] = error
+
+        await self._adapter.continue_conversation(ref, post, bot_id=self._app_id)
+        if "error" in outcome:
+            raise outcome["error"]
+        return str(outcome.get("id") or "")
+
+
+def _is_continuation(activity: Activity) -> bool:
+    return activity.type == ActivityTypes.event and activity.name == ActivityEventNames.continue_conversation
 
 
 def _payload(activity: Activity) -> Mapping[str, Any]:

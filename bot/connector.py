@@ -48,10 +48,19 @@ class ConnectorError(Exception):
     timeouts or connection errors); `retryable` says whether trying again later may succeed (an outbox may
     keep the message), as opposed to a 4xx that will fail the same way again. The message holds no token."""
 
-    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False) -> None:
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.retryable = retryable
+        #: Seconds the last answer's `Retry-After` asked for (None: it asked nothing), for an outbox's backoff.
+        self.retry_after = retry_after
+
+    @property
+    def gone(self) -> bool:
+        """403 or 404: the bot is no longer in the conversation (removed, or the conversation deleted). Sending
+        there again will fail the same way."""
+        return self.status in (403, 404)
 
 
 @dataclass(frozen=True)
@@ -151,7 +160,8 @@ class Connector:
                     return answer
                 retryable = answer.status in RETRYABLE_STATUSES
                 failure = ConnectorError(f"{what} to {host}: HTTP {answer.status}{_error_code(answer.body)}",
-                                         status=answer.status, retryable=retryable)
+                                         status=answer.status, retryable=retryable,
+                                         retry_after=parse_retry_after(answer.retry_after))
                 if not retryable:
                     raise failure
                 retry_after = answer.retry_after

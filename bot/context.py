@@ -29,6 +29,17 @@ class Turn:
     mentions: tuple[Mention, ...] = ()
     value: Mapping[str, Any] | None = None
     received_at: datetime = datetime.min.replace(tzinfo=timezone.utc)
+    files: tuple["SharedFile", ...] = ()
+
+
+@dataclass(frozen=True)
+class SharedFile:
+    """A file someone dropped into the chat (Teams `file.download.info` attachment): its name and the
+    pre-authorised URL Teams gives the bot to download it once."""
+
+    name: str
+    download_url: str
+    file_type: str
 
 
 @dataclass(frozen=True)
@@ -40,12 +51,14 @@ class Reply:
 
 
 @dataclass(frozen=True)
-class Ctx:
-    turn: Turn
+class Voice:
+    """How the bot writes to someone: `language` ("en" or "da") for the catalog, `locale` (a tag such as "en-US"
+    or "da-DK") for reading amounts and writing money and dates, `currency` the account's. It is the
+    `cards.Texts` the card builders write with, in a turn (`Ctx`) and in a proactive alert alike."""
+
     language: str
-    locale: str        # a tag such as "en-US" or "da-DK": amounts are read and money is written in it
+    locale: str
     currency: str
-    role: Role | None
 
     # cards.Texts
     def t(self, key: str, **params: Any) -> str:
@@ -56,6 +69,14 @@ class Ctx:
 
     def date(self, moment: datetime | date) -> str:
         return format_date(moment, self.locale)
+
+
+@dataclass(frozen=True)
+class Ctx(Voice):
+    """A turn's voice, with who asks and the role they have."""
+
+    turn: Turn
+    role: Role | None
 
     # shorthand for text replies
     def text(self, key: str, **params: Any) -> str:

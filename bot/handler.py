@@ -19,6 +19,7 @@ from botbuilder.schema import Activity, ChannelAccount
 from botbuilder.schema.teams import TeamInfo
 
 from .actions import Actions, Reply, Turn
+from .context import SharedFile
 from .commands import Mention
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ def _turn(turn_context: TurnContext) -> Turn | None:
         tenant_id=tenant_id,
         user_id=sender.aad_object_id or "",
         user_name=sender.name or "",
-        conversation_id=conversation.id if conversation else "",
+        conversation_id=destination_id(conversation.id or "", conversation.conversation_type) if conversation else "",
         conversation_type=(conversation.conversation_type if conversation else None) or "personal",
         locale=activity.locale or "",
         activity_id=activity.id or "",
@@ -132,7 +133,32 @@ def _turn(turn_context: TurnContext) -> Turn | None:
         mentions=_mentions(activity, recipient_id),
         value=activity.value if isinstance(activity.value, dict) else None,
         received_at=datetime.now(timezone.utc),
+        files=_shared_files(activity),
     )
+
+
+FILE_DOWNLOAD_INFO = "application/vnd.microsoft.teams.file.download.info"
+
+
+def _shared_files(activity: Activity) -> tuple[SharedFile, ...]:
+    """Files dropped into a personal chat (Teams sends one `file.download.info` attachment per file)."""
+    found = []
+    for attachment in activity.attachments or []:
+        content = attachment.content if isinstance(attachment.content, dict) else {}
+        url = content.get("downloadUrl")
+        if attachment.content_type == FILE_DOWNLOAD_INFO and isinstance(url, str) and url:
+            found.append(SharedFile(str(attachment.name or "file")[:200], url,
+                                    str(content.get("fileType") or "").lower()[:10]))
+    return tuple(found)
+
+
+def destination_id(conversation_id: str, conversation_type: str | None) -> str:
+    """The id a conversation is known by (references, subscriptions): in a channel, the channel itself, not the
+    thread a message was typed in (Teams sends `19:...@thread.tacv2;messageid=...` for a thread), so that
+    `subscribe` in one thread and `unsubscribe` in another mean the same channel, and alerts start new posts."""
+    if conversation_type == "channel":
+        return conversation_id.split(";messageid=", 1)[0]
+    return conversation_id
 
 
 def card_submit(value: Any) -> tuple[str, dict[str, Any]] | None:

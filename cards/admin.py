@@ -8,7 +8,7 @@ appear whatever the viewer's role: the server checks the role on every press.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from babel.core import UnknownLocaleError
 from babel.numbers import get_currency_name
@@ -49,9 +49,12 @@ def _more(texts: Texts, rest: int) -> list[dict[str, Any]]:
 # --- where alerts go --------------------------------------------------------------------------------------------
 
 def subscriptions_card(texts: Texts, *, conversation_id: str, subscriptions: Sequence[Subscription], nonce: str,
-                       basis: str, error: str | None = None) -> dict[str, Any]:
-    """Every conversation that gets alerts ("this conversation" for `conversation_id`), with its kinds and, when
-    disabled, the reason; then a form for THIS conversation: "kinds", a multi-select of every `AlertKind`
+                       basis: str, error: str | None = None,
+                       places: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Every conversation that gets alerts ("this conversation" for `conversation_id`; else its name in
+    `places`, conversation id -> a friendly name the caller made from the saved reference such as "channel
+    General", or the shortened id when it has none), with its kinds and, when disabled, the reason; then a form
+    for THIS conversation: "kinds", a multi-select of every `AlertKind`
     (comma-separated values, as Adaptive Cards sends them), prefilled with this conversation's kinds, or with
     every kind when it gets none yet (as `subscribe` does). Buttons: "Send these alerts here"
     (`subscriptions.save`), "Stop alerts here" (`subscriptions.stop`, only when this conversation has a
@@ -66,6 +69,7 @@ def subscriptions_card(texts: Texts, *, conversation_id: str, subscriptions: Seq
         body.append(text(texts.t("card.subscriptions.none"), weight="Bolder"))
     for index, sub in enumerate(ordered[:ROWS_SHOWN]):
         place = (texts.t("label.this_conversation") if sub.conversation_id == conversation_id
+                 else truncate(places[sub.conversation_id], 120) if places and places.get(sub.conversation_id)
                  else short_id(sub.conversation_id))
         items = [text(place, weight="Bolder"), text(_kinds_text(texts, sub.kinds), isSubtle=True, spacing="None")]
         if not sub.enabled:

@@ -129,6 +129,12 @@ _BUILDERS: Mapping[AlertKind, Callable[[Texts, Mapping[str, Any]],
 }
 
 
+def alert_reference(alert: Alert) -> str:
+    """The short reference a card shows (the alert id's first 8 characters): the same on every send of one
+    alert, so a copy sent again after a crash is recognisably the same alert (docs/decisions/0006)."""
+    return alert.alert_id[:8]
+
+
 def alert_card(texts: Texts, *, alert: Alert) -> dict[str, Any]:
     """The card for an outbox alert: a coloured title, what happened, the numbers, when it was raised, and the
     button that fixes it (blocked -> recharge settings, low or exhausted -> add funds, ...)."""
@@ -136,5 +142,6 @@ def alert_card(texts: Texts, *, alert: Alert) -> dict[str, Any]:
     title, body, actions = _BUILDERS[kind](texts, alert.payload)
     body = [b for b in body if b["type"] != "FactSet" or b["facts"]]  # a payload without numbers: no empty facts
     content = [*header(texts, title, color=ALERT_COLORS[kind]), *body,
-               text(texts.t("card.alert.raised", date=texts.date(alert.created_at)), isSubtle=True, size="Small")]
+               text(texts.t("card.alert.raised", date=texts.date(alert.created_at), ref=alert_reference(alert)),
+                    isSubtle=True, size="Small")]
     return card(texts, content, actions, summary=title)

@@ -21,6 +21,11 @@ def user(aad_object_id: str, name: str) -> dict[str, Any]:
     return {"id": f"29:1{aad_object_id[-8:]}", "name": name, "aadObjectId": aad_object_id}
 
 
+def channel_id(suffix: str = "1") -> str:
+    """The channel's own id: what the bot keys a channel's reference and subscription by (no `;messageid=`)."""
+    return f"19:channel-{suffix}@thread.tacv2"
+
+
 def conversation(scope: str, tenant: str = TENANT, suffix: str = "1") -> dict[str, Any]:
     if scope == "personal":
         return {"id": f"a:1personal-{suffix}", "conversationType": "personal", "tenantId": tenant}

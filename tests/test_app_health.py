@@ -60,7 +60,7 @@ SETTINGS = Settings(store="memory://")
 
 async def test_healthz_is_ok_without_touching_the_store(aiohttp_client) -> None:
     opener = Opener(UnreachableLedger)
-    client = await aiohttp_client(create_app(SETTINGS, ledger_opener=opener))
+    client = await aiohttp_client(create_app(SETTINGS, ledger_opener=opener, background=False))
     response = await client.get("/healthz")
     assert response.status == 200
     assert await response.json() == {"status": "ok"}
@@ -70,7 +70,7 @@ async def test_healthz_is_ok_without_touching_the_store(aiohttp_client) -> None:
 
 async def test_readyz_is_ready_when_the_store_answers(aiohttp_client) -> None:
     opener = Opener(PingOnlyLedger)
-    client = await aiohttp_client(create_app(SETTINGS, ledger_opener=opener))
+    client = await aiohttp_client(create_app(SETTINGS, ledger_opener=opener, background=False))
     response = await client.get("/readyz")
     assert response.status == 200
     assert await response.json() == {"status": "ready"}
@@ -81,7 +81,7 @@ async def test_readyz_is_ready_when_the_store_answers(aiohttp_client) -> None:
 
 async def test_readyz_is_503_without_the_cause_in_the_response(aiohttp_client, caplog) -> None:
     opener = Opener(UnreachableLedger)
-    client = await aiohttp_client(create_app(SETTINGS, ledger_opener=opener))
+    client = await aiohttp_client(create_app(SETTINGS, ledger_opener=opener, background=False))
     with caplog.at_level(logging.ERROR, logger="bot.app"):
         response = await client.get("/readyz")
     assert response.status == 503
@@ -102,7 +102,7 @@ async def test_readyz_is_503_when_the_store_hangs(aiohttp_client, monkeypatch) -
             await asyncio.Event().wait()
 
     monkeypatch.setattr(app_module, "READY_TIMEOUT", 0.01)
-    client = await aiohttp_client(create_app(SETTINGS, ledger_opener=Opener(HangingLedger)))
+    client = await aiohttp_client(create_app(SETTINGS, ledger_opener=Opener(HangingLedger), background=False))
     response = await client.get("/readyz")
     assert response.status == 503
     assert await response.json() == {"status": "unavailable"}
@@ -110,7 +110,7 @@ async def test_readyz_is_503_when_the_store_hangs(aiohttp_client, monkeypatch) -
 
 async def test_the_ledger_is_closed_when_the_app_stops(aiohttp_client) -> None:
     opener = Opener(PingOnlyLedger)
-    client = await aiohttp_client(create_app(SETTINGS, ledger_opener=opener))
+    client = await aiohttp_client(create_app(SETTINGS, ledger_opener=opener, background=False))
     assert opener.ledger is not None and not opener.ledger.closed
     await client.close()
     assert opener.ledger.closed
@@ -120,7 +120,7 @@ async def test_a_store_that_cannot_open_stops_start_up() -> None:
     async def locked(location: str) -> PingOnlyLedger:
         raise StoreLocked(location, "pid 4242")
 
-    runner = web.AppRunner(create_app(SETTINGS, ledger_opener=locked))
+    runner = web.AppRunner(create_app(SETTINGS, ledger_opener=locked, background=False))
     try:
         with pytest.raises(StoreLocked):
             await runner.setup()

@@ -32,7 +32,7 @@ async def test_a_channel_message_with_the_bots_mention_is_understood(chat: Chat)
     reply = await chat.say("add 10", scope="channel")
     assert reply == "Added $10.00. The balance is now $10.00."
     refs = await chat.ledger.conversations(teams.TENANT)
-    assert [r.conversation_id for r in refs] == [teams.conversation("channel")["id"]]
+    assert [r.conversation_id for r in refs] == [teams.channel_id()]  # the channel, not the thread
     assert refs[0].reference["conversation"]["id"] == teams.conversation("channel")["id"]
 
 
@@ -138,7 +138,7 @@ async def test_subscribe_makes_the_channel_an_alert_destination(chat: Chat) -> N
     assert reply.startswith("This conversation will get these alerts")
     subs = await chat.ledger.subscriptions(teams.TENANT)
     assert [(s.conversation_id, [k.value for k in s.kinds]) for s in subs] == \
-        [(teams.conversation("channel")["id"], ["recharged", "low_balance"])]
+        [(teams.channel_id(), ["recharged", "low_balance"])]
     assert "no longer" in await chat.say("unsubscribe", scope="channel")
 
 

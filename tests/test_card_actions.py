@@ -234,7 +234,7 @@ async def test_alert_destinations_through_the_card(chat: Chat) -> None:
     after = await card_of(chat, "subscriptions.save", save, scope="channel")
     subs = await chat.ledger.subscriptions(teams.TENANT)
     assert [(s.conversation_id, [k.value for k in s.kinds]) for s in subs] == \
-        [(teams.conversation("channel")["id"], ["recharged", "low_balance"])]
+        [(teams.channel_id(), ["recharged", "low_balance"])]
     audits = await audit_size(chat)
     await card_of(chat, "subscriptions.save", save, scope="channel")         # double click
     assert await audit_size(chat) == audits

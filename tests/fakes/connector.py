@@ -22,6 +22,15 @@ requests (`path` is matched against the route, i.e. the path after the prefix, d
 * `fail_next(n, status=500, retry_after=None, body=None)`: answer with that status (and `Retry-After`);
 * `stall_next(n, seconds=None)`: answer only after `seconds`, or never (until `release()` / `stop()`): a timeout;
 * `drop_next(n)`: close the connection without answering: a connection error.
+* `stall_next(n, seconds, then_status=503)`: hold, then answer `then_status` *without* posting: a gateway
+  timeout where nothing reached the conversation (plain `stall_next` posts after the stall, as a slow Teams
+  that did post although the client gave up);
+* `chaos(rate, rng=...)`: from now on each matching request fails with probability `rate`, with a fault drawn
+  from `CHAOS_FAULTS` (429 with `Retry-After`, 500, 503, a stall past the client's timeout that posts nothing,
+  a dropped connection). Planned faults (`fail_next`...) are consumed first.
+
+`accepted` lists the activities the fake really posted (answered 201 to a POST of an activity), in order: that
+is what a conversation's members would see, whatever the client made of the answer.
 
 `require_bearer(predicate)` makes every request without an `Authorization: Bearer <t>` header for which
 `predicate(t)` holds fail with 401. `wait_for(n)` waits (without sleeping) until n requests have been recorded.
@@ -33,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 from urllib.parse import unquote
@@ -76,10 +86,27 @@ class _Fault:
     retry_after: str | None = None
     body: Any = None
     seconds: float | None = None
+    then_status: int | None = None   # stall: answer this instead of processing the request
 
     def matches(self, method: str, route: str) -> bool:
         return (self.remaining > 0 and (self.path is None or self.path == route)
                 and (self.method is None or self.method.upper() == method))
+
+
+#: What `chaos` draws from: (kind, status, Retry-After).
+CHAOS_FAULTS: tuple[tuple[str, int, str | None], ...] = (
+    ("fail", 429, "1"), ("fail", 429, "7"), ("fail", 500, None), ("fail", 503, None), ("fail", 502, None),
+    ("stall", 504, None), ("drop", 0, None),
+)
+
+
+@dataclass
+class _Chaos:
+    rate: float
+    rng: random.Random
+    path_prefix: str | None
+    stall_seconds: float
+    injected: int = 0
 
 
 class FakeConnector:
@@ -95,6 +122,8 @@ class FakeConnector:
         self._port = 0
         self._changed: asyncio.Condition | None = None
         self._release: asyncio.Event | None = None
+        self._chaos: _Chaos | None = None
+        self.accepted: list[Recorded] = []
 
     # -- lifetime ----------------------------------------------------------------------------------------------
 
@@ -141,9 +170,22 @@ class FakeConnector:
                                    retry_after=None if retry_after is None else str(retry_after), body=body))
 
     def stall_next(self, n: int = 1, *, seconds: float | None = None, path: str | None = None,
-                   method: str | None = None) -> None:
-        """Hold the next `n` matching requests for `seconds` before answering normally, or until `release()`."""
-        self._faults.append(_Fault("stall", n, path, method, seconds=seconds))
+                   method: str | None = None, then_status: int | None = None) -> None:
+        """Hold the next `n` matching requests for `seconds` (or until `release()`), then answer normally, or
+        with `then_status` and nothing posted."""
+        self._faults.append(_Fault("stall", n, path, method, seconds=seconds, then_status=then_status))
+
+    def chaos(self, rate: float, *, rng: random.Random, path_prefix: str | None = "/v3/conversations/",
+              stall_seconds: float = 1.0) -> None:
+        """Fail about `rate` of the matching requests (route starting with `path_prefix`) from now on, each with
+        a fault drawn by `rng` from `CHAOS_FAULTS`; `rate=0` ends it. A stall lasts `stall_seconds` (set the
+        client's timeout below it) and posts nothing."""
+        self._chaos = _Chaos(rate, rng, path_prefix, stall_seconds) if rate > 0 else None
+
+    @property
+    def chaos_injected(self) -> int:
+        """Faults injected by `chaos` so far."""
+        return self._chaos.injected if self._chaos is not None else 0
 
     def drop_next(self, n: int = 1, *, path: str | None = None, method: str | None = None) -> None:
         """Close the connection of the next `n` matching requests without an answer."""
@@ -161,6 +203,7 @@ class FakeConnector:
     def clear(self) -> None:
         """Forget recorded requests and pending faults (members and the bearer rule stay)."""
         self.requests.clear()
+        self.accepted.clear()
         self._faults.clear()
 
     # -- reading what happened ---------------------------------------------------------------------------------
@@ -206,6 +249,14 @@ class FakeConnector:
         fault = next((f for f in self._faults if f.matches(request.method, record.route)), None)
         if fault is not None:
             fault.remaining -= 1
+        elif self._chaos is not None and (self._chaos.path_prefix is None
+                                          or record.route.startswith(self._chaos.path_prefix)):
+            if self._chaos.rng.random() < self._chaos.rate:
+                kind, status, retry_after = self._chaos.rng.choice(CHAOS_FAULTS)
+                self._chaos.injected += 1
+                fault = _Fault(kind, 0, None, None, status=status, retry_after=retry_after,
+                               seconds=self._chaos.stall_seconds, then_status=status if kind == "stall" else None)
+        if fault is not None:
             if fault.kind == "fail":
                 headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
                 body = fault.body if fault.body is not None else {
@@ -222,6 +273,9 @@ class FakeConnector:
                     await asyncio.wait_for(self._release.wait(), fault.seconds)
                 except asyncio.TimeoutError:
                     pass
+                if fault.then_status is not None:
+                    return web.json_response({"error": {"code": "GatewayTimeout", "message": "injected stall"}},
+                                             status=fault.then_status)
 
         if self._bearer is not None:
             auth = request.headers.get("Authorization", "")
@@ -237,6 +291,7 @@ class FakeConnector:
             if seg[3] == "activities":
                 if method == "POST" and len(seg) in (4, 5):
                     self._sent += 1
+                    self.accepted.append(record)
                     return web.json_response({"id": f"activity-{self._sent}"}, status=201)
                 if method == "PUT" and len(seg) == 5:
                     return web.json_response({"id": seg[4]})
