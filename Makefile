@@ -40,9 +40,10 @@ run: $(STAMP)
 test: $(STAMP) $(CHROMIUM) $(RENDER_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## bench: storage benchmarks
+## bench: storage benchmarks, then importing 100k usage rows
 bench: $(STAMP)
 	$(PY) bench/storage.py
+	$(PY) bench/usage_import.py --rows 100000
 
 ## clean: the virtualenv, caches, build output, the renderer's node_modules and artifacts/ (never ./data)
 clean:

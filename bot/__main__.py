@@ -43,6 +43,28 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Open the store and check every ledger invariant.")
     verify.add_argument("--store", help="store to check instead of CREDITS_STORE (a directory, memory:// or URL)")
     verify.add_argument("--tenant", help="check only this tenant's account")
+    imp = commands.add_parser(
+        "import-usage", help="import the Teams admin center's PSTN usage export (CSV or zip) as debits",
+        description="Import PSTN calls from the admin center's export (PSTN.calls.<date>.csv, or the zip holding "
+                    "them). Rows are matched by UsageId: importing a file twice changes nothing. Works while the "
+                    "bot is running on the same store (the rows are handed to it). Exit 1 if rows were rejected.")
+    imp.add_argument("file", type=Path, help="the .csv or .zip file")
+    imp.add_argument("--tenant", help="the account's tenant id (needed only when the store has several accounts)")
+    imp.add_argument("--store", help="store to import into instead of CREDITS_STORE")
+    sync = commands.add_parser(
+        "sync", help="read usage from Microsoft Graph now (GRAPH_* settings)",
+        description="Read PSTN calls from Microsoft Graph since the last sync (with a 48-hour overlap) and record "
+                    "them. Works while the bot is running on the same store.")
+    sync.add_argument("--tenant", help="only this tenant's account (default: every account)")
+    sync.add_argument("--store", help="store to use instead of CREDITS_STORE")
+    demo = commands.add_parser(
+        "demo-usage", help="write a realistic PSTN usage CSV with invented people and numbers",
+        description="Write an admin-center-shaped PSTN.calls CSV of invented calls over the last days, to try "
+                    "import-usage with.")
+    demo.add_argument("--out", type=Path, default=Path("PSTN.calls.demo.csv"), help="file to write")
+    demo.add_argument("--days", type=int, default=30, help="days of calls, ending now (default 30)")
+    demo.add_argument("--calls-per-day", type=int, default=40, help="calls a day (default 40)")
+    demo.add_argument("--currency", default=None, help="currency of the charges (default CREDITS_CURRENCY)")
     return parser
 
 
@@ -59,6 +81,14 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
     configure_logging(settings.log_level)
     if args.command == "serve":
         return serve(settings)
+    if args.command in ("import-usage", "sync", "demo-usage"):
+        from . import usage_cli
+        if args.command == "import-usage":
+            return usage_cli.import_usage(settings, args.file, tenant=args.tenant, store=args.store)
+        if args.command == "sync":
+            return usage_cli.sync(settings, tenant=args.tenant, store=args.store)
+        return usage_cli.demo_usage(settings, args.out, days=args.days, calls_per_day=args.calls_per_day,
+                                    currency=args.currency)
     return verify(settings, store=args.store, tenant=args.tenant)
 
 

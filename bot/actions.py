@@ -12,16 +12,18 @@ logged with an incident id, and the user gets only that id (never the exception'
 from __future__ import annotations
 
 import logging
+import tempfile
 import uuid
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
 
-from storage import (AlertKind, AlertSettings, ConversationRef, Ledger, LedgerError, NotFound,
+from storage import (AlertKind, AlertSettings, AlertStatus, ConversationRef, Ledger, LedgerError, NotFound,
                      RechargeSettings, Role)
 from storage.clock import Clock, utc_now
-from storage.policy import allows, effective_role
+from storage.policy import Capability, allows, effective_role
 
 import cards
 
@@ -29,10 +31,18 @@ from . import commands, reports
 from .card_actions import CardActions, Messenger
 from .commands import Mention, ParseFailure
 from .context import Ctx, Reply, Turn
+from .usage.service import UsageService
 from .i18n import (denied_key, format_date, format_list, format_money_list, language_for,
-                   ledger_error_message, resolve_locale, t)
+                   ledger_error_message, place_name, resolve_locale, t)
 
 log = logging.getLogger(__name__)
+
+#: `alerts failed` lists at most this many dead alerts, newest first.
+FAILED_SHOWN = 20
+#: The last error of a dead alert is cut to this many characters.
+ERROR_SHOWN = 200
+#: Dead alerts counted for the hint under `alerts` (more are "more than" this).
+FAILED_COUNTED = 100
 
 
 class MemberDirectory(Protocol):
@@ -52,8 +62,11 @@ _COMMAND_CARDS: Mapping[str, str] = {
 class Actions:
     def __init__(self, ledger: Ledger, *, bootstrap_admins: Sequence[str], default_currency: str,
                  fallback_locale: str, members: MemberDirectory | None = None, clock: Clock = utc_now,
-                 approval_threshold: Decimal | None = None, messenger: Messenger | None = None) -> None:
+                 approval_threshold: Decimal | None = None, messenger: Messenger | None = None,
+                 usage: UsageService | None = None, download_session: Any = None) -> None:
         self._ledger = ledger
+        self._usage_service = usage
+        self._download_session = download_session
         self._bootstrap = tuple(bootstrap_admins)
         self._currency = default_currency
         self._fallback = fallback_locale
@@ -64,6 +77,7 @@ class Actions:
             "alerts": self._alerts, "history": self._history, "usage": self._usage, "forecast": self._forecast,
             "subscribe": self._subscribe, "unsubscribe": self._unsubscribe, "roles": self._roles,
             "grant": self._grant, "revoke": self._revoke, "whoami": self._whoami, "currency": self._currency_cmd,
+            "sync": self._sync,
         }
         self._cards = CardActions(ledger, clock=clock, approval_threshold=approval_threshold, messenger=messenger,
                                   bootstrap_admins=self._bootstrap)
@@ -101,6 +115,8 @@ class Actions:
 
     async def handle_text(self, turn: Turn) -> Reply:
         ctx = await self._context(turn)
+        if turn.files and not turn.text.strip():
+            return await self._import_files(ctx)
         parsed = commands.parse(turn.text, currency=ctx.currency, locale=ctx.locale, mentions=turn.mentions)
         if isinstance(parsed, ParseFailure):
             return ctx.say(parsed.message_key, **parsed.params)
@@ -142,8 +158,8 @@ class Actions:
         stored = next((g.role for g in grants if g.user_id == turn.user_id), None) if turn.user_id else None
         role = effective_role(stored, turn.user_id, account_has_admin=any(g.role is Role.ADMIN for g in grants),
                               bootstrap_admins=self._bootstrap)
-        return Ctx(turn, language_for(turn.locale, self._fallback), resolve_locale(turn.locale, self._fallback),
-                    account.currency, role)
+        return Ctx(language=language_for(turn.locale, self._fallback),
+                   locale=resolve_locale(turn.locale, self._fallback), currency=account.currency, turn=turn, role=role)
 
     # --- commands ---------------------------------------------------------------------------------------------
     async def _help(self, ctx: Ctx, args: Mapping[str, Any]) -> Reply:
@@ -199,6 +215,8 @@ class Actions:
         return Reply(self._recharge_lines(ctx, saved, "recharge.enabled" if "enabled" in args else "recharge.saved"))
 
     async def _alerts(self, ctx: Ctx, args: Mapping[str, Any]) -> Reply:
+        if args.get("failed"):
+            return await self._alerts_failed(ctx)
         tenant = ctx.turn.tenant_id
         current = await self._ledger.alert_settings(tenant)
         lines: list[str] = []
@@ -215,17 +233,67 @@ class Actions:
                                                                              ctx.locale)))
         else:
             lines.append(ctx.text("alerts.none"))
-        subs = [s for s in await self._ledger.subscriptions(tenant) if s.enabled]
+        all_subs = await self._ledger.subscriptions(tenant)
+        names = await self._place_names(ctx, [s.conversation_id for s in all_subs])
+        subs = [s for s in all_subs if s.enabled]
         if subs:
-            places = [f"{self._place(ctx, s.conversation_id)} ({', '.join(ctx.text(f'alert_kind.{k.value}') for k in s.kinds)})"
+            places = [f"{names[s.conversation_id]} ({', '.join(ctx.text(f'alert_kind.{k.value}') for k in s.kinds)})"
                       for s in subs]
             lines.append(ctx.text("alerts.destinations", destinations="; ".join(places)))
         else:
             lines.append(ctx.text("alerts.no_destinations"))
+        for sub in all_subs:
+            if sub.enabled:
+                continue
+            here = "_here" if sub.conversation_id == ctx.turn.conversation_id else ""
+            reason = _shorten(sub.disabled_reason, ERROR_SHOWN).rstrip(".")
+            lines.append(ctx.text(f"alerts.disabled{here}", place=names[sub.conversation_id], reason=reason)
+                         if reason else ctx.text(f"alerts.disabled{here}_plain", place=names[sub.conversation_id]))
+        if "thresholds" not in args and allows(ctx.role, Capability.MANAGE_SUBSCRIPTIONS):
+            dead = len(await self._ledger.alerts(tenant, status=AlertStatus.DEAD, limit=FAILED_COUNTED))
+            if dead == 1:
+                lines.append(ctx.text("alerts.failed_hint_one"))
+            elif dead:
+                lines.append(ctx.text("alerts.failed_hint",
+                                      count=f"{dead}+" if dead >= FAILED_COUNTED else str(dead)))
         return Reply("\n\n".join(lines))
 
-    def _place(self, ctx: Ctx, conversation_id: str) -> str:
-        return ctx.text("label.this_conversation") if conversation_id == ctx.turn.conversation_id else conversation_id
+    async def _alerts_failed(self, ctx: Ctx) -> Reply:
+        """The alerts given up on (dead), newest first: what, when, how many attempts, where they did not
+        arrive and the last error."""
+        dead = await self._ledger.alerts(ctx.turn.tenant_id, status=AlertStatus.DEAD, limit=FAILED_SHOWN + 1)
+        if not dead:
+            return ctx.say("alerts.failed_none")
+        shown = dead[:FAILED_SHOWN]
+        names = await self._place_names(ctx, [d for a in shown for d in a.pending_destinations])
+        if len(dead) > FAILED_SHOWN:
+            lines = [ctx.text("alerts.failed_header_more", count=FAILED_SHOWN)]
+        elif len(dead) == 1:
+            lines = [ctx.text("alerts.failed_header_one")]
+        else:
+            lines = [ctx.text("alerts.failed_header", count=len(dead))]
+        for alert in shown:
+            places = [names[d] for d in alert.pending_destinations]   # neither delivered nor skipped
+            kind = ctx.text(f"alert_kind.{alert.kind.value}")
+            line = ctx.text("alerts.failed_line", kind=kind[:1].upper() + kind[1:],
+                            date=ctx.date(alert.created_at), attempts=alert.attempts,
+                            places=format_list(places, ctx.locale) if places else ctx.text("label.none"))
+            if alert.last_error.strip():
+                line += " " + ctx.text("alerts.failed_error", error=_shorten(alert.last_error, ERROR_SHOWN))
+            lines.append(f"- {line}")
+        lines.append(ctx.text("alerts.failed_footer"))
+        return Reply("\n\n".join(lines))
+
+    async def _place_names(self, ctx: Ctx, conversation_ids: Sequence[str]) -> dict[str, str]:
+        """Friendly names of conversations ("this conversation", "channel General", "Alex's personal chat"),
+        from their saved references (the raw id when there is none)."""
+        wanted = set(conversation_ids)
+        if not wanted:
+            return {}
+        refs = {c.conversation_id: c.reference for c in await self._ledger.conversations(ctx.turn.tenant_id)
+                if c.conversation_id in wanted}
+        return {cid: place_name(cid, refs.get(cid), ctx.language, current=ctx.turn.conversation_id)
+                for cid in wanted}
 
     async def _history(self, ctx: Ctx, args: Mapping[str, Any]) -> Reply:
         n = args.get("n", commands.HISTORY_DEFAULT)
@@ -264,6 +332,63 @@ class Actions:
                                   date=ctx.date(f.next_recharge_on)))
         elif f.zero_on is not None:
             lines.append(ctx.text("forecast.zero", date=ctx.date(f.zero_on)))
+        return Reply("\n\n".join(lines))
+
+    async def _sync(self, ctx: Ctx, args: Mapping[str, Any]) -> Reply:
+        """Graph sync now, for this tenant; the outcome in words (a refusal explained so an admin can act)."""
+        from .usage.graph import GraphError
+        if self._usage_service is None or self._usage_service.graph is None:
+            return ctx.say("sync.not_configured")
+        try:
+            [report] = await self._usage_service.sync(ctx.turn.tenant_id, actor=ctx.turn.user_id or None)
+        except GraphError as error:
+            advice = getattr(error, "admin_message", None) or str(error)
+            return ctx.say("sync.refused", advice=advice)
+        except Exception:
+            incident = uuid.uuid4().hex[:12]
+            log.exception("incident %s: sync for tenant %s failed", incident, ctx.turn.tenant_id)
+            return ctx.say("sync.failed", incident=incident)
+        balance = report.balance if report.balance is not None else \
+            (await self._ledger.get_account(ctx.turn.tenant_id)).balance
+        lines = [ctx.text("sync.done", read=report.read, debited=report.debited, total=ctx.money(report.total),
+                          skipped=report.skipped, rejected=report.rejected, balance=ctx.money(balance))]
+        if report.recharges:
+            lines.append(ctx.text("sync.recharges", count=report.recharges))
+        if report.problems:
+            lines.append(ctx.text("sync.problems", problems="; ".join(report.problems[:5])))
+        return Reply("\n\n".join(lines))
+
+    async def _import_files(self, ctx: Ctx) -> Reply:
+        """An admin dropped the admin center's PSTN export into the chat: import it, answer with the summary."""
+        from .usage.csv_export import ExportError
+        from .usage.files import DownloadError, download, export_rows
+
+        if not allows(ctx.role, Capability.MOVE_MONEY):
+            return ctx.say(denied_key(Capability.MOVE_MONEY))
+        if self._usage_service is None or self._download_session is None:
+            return ctx.say("import.unavailable")
+        lines = []
+        for shared in ctx.turn.files:
+            if shared.file_type not in ("csv", "zip") and not shared.name.lower().endswith((".csv", ".zip")):
+                lines.append(ctx.text("import.not_an_export", name=shared.name))
+                continue
+            with tempfile.TemporaryDirectory(prefix="credits-import-") as tmp:
+                path = Path(tmp) / ("export.zip" if shared.name.lower().endswith(".zip") else "export.csv")
+                try:
+                    await download(self._download_session, shared.download_url, path)
+                    report = await self._usage_service.import_rows(ctx.turn.tenant_id, export_rows(path),
+                                                                   source="csv", actor=ctx.turn.user_id or None)
+                except (DownloadError, ExportError) as error:
+                    lines.append(ctx.text("import.failed", name=shared.name, reason=str(error)))
+                    continue
+            lines.append(ctx.text("import.done", name=shared.name, read=report.read, debited=report.debited,
+                                  total=ctx.money(report.total), skipped=report.skipped, rejected=report.rejected,
+                                  balance=ctx.money(report.balance if report.balance is not None else
+                                                    (await self._ledger.get_account(ctx.turn.tenant_id)).balance)))
+            if report.recharges:
+                lines.append(ctx.text("sync.recharges", count=report.recharges))
+            if report.problems:
+                lines.append(ctx.text("sync.problems", problems="; ".join(report.problems[:5])))
         return Reply("\n\n".join(lines))
 
     async def _subscribe(self, ctx: Ctx, args: Mapping[str, Any]) -> Reply:
@@ -335,3 +460,9 @@ class Actions:
         await self._ledger.set_currency(ctx.turn.tenant_id, args["code"], actor=ctx.turn.user_id,
                                         key=ctx.turn.activity_id)
         return ctx.say("currency.changed", currency=args["code"])
+
+
+def _shorten(text: str, limit: int) -> str:
+    """`text` on one line, cut to `limit` characters with an ellipsis."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[:limit - 1].rstrip() + "\u2026"

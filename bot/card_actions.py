@@ -40,7 +40,7 @@ from storage.policy import allows
 from . import commands, reports
 from .amounts import AmountError, parse_amount
 from .context import Ctx, Reply
-from .i18n import MESSAGES, denied_key, ledger_error_message
+from .i18n import MESSAGES, denied_key, ledger_error_message, place_name
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,11 @@ class _Admin:
 
     async def _subs_card(self, ctx: Ctx, error: str | None = None) -> dict[str, Any]:
         subs = await self._ledger.subscriptions(ctx.turn.tenant_id)
+        wanted = {s.conversation_id for s in subs}
+        places = {c.conversation_id: place_name(c.conversation_id, c.reference, ctx.language)
+                  for c in await self._ledger.conversations(ctx.turn.tenant_id) if c.conversation_id in wanted}
         return cards.subscriptions_card(ctx, conversation_id=ctx.turn.conversation_id, subscriptions=subs,
-                                        nonce=self._nonce(), basis=basis_of(subs), error=error)
+                                        nonce=self._nonce(), basis=basis_of(subs), error=error, places=places)
 
     async def _subs_open(self, ctx: Ctx, data: Mapping[str, Any]) -> Reply:
         return Reply(ctx.t("card.alerts.title"), await self._subs_card(ctx))

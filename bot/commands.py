@@ -80,10 +80,12 @@ COMMANDS: tuple[Command, ...] = (
     )),
     Command("alerts", "alerts", "help.alerts", _READ, ("advarsler",), (
         Form("alerts <amount>[, <amount>...]", "help.alerts_set", _SETTINGS),
+        Form("alerts failed", "help.alerts_failed", Capability.MANAGE_SUBSCRIPTIONS),
     )),
     Command("history", "history [n]", "help.history", _READ, ("historik",)),
     Command("usage", "usage [7d|30d|month]", "help.usage", _READ, ("forbrug",)),
     Command("forecast", "forecast", "help.forecast", _READ, ("prognose",)),
+    Command("sync", "sync", "help.sync", Capability.MOVE_MONEY, ("synkroniser", "synk")),
     Command("subscribe", "subscribe [kinds]", "help.subscribe", Capability.MANAGE_SUBSCRIPTIONS, ("abonner",)),
     Command("unsubscribe", "unsubscribe", "help.unsubscribe", Capability.MANAGE_SUBSCRIPTIONS, ("afmeld",)),
     Command("roles", "roles", "help.roles", _READ, ("roller",)),
@@ -130,7 +132,8 @@ class Invocation:
     """A parsed command: what the user must be allowed (`capability`, None for anyone) and typed `args`:
 
     add {"amount": int minor, "memo": str} | recharge {} / {"enabled": bool} / {"amount": int, "trigger": int,
-    "cap": int | None} | alerts {} / {"thresholds": tuple[int, ...]} (empty tuple: `alerts off`) |
+    "cap": int | None} | alerts {} / {"thresholds": tuple[int, ...]} (empty tuple: `alerts off`) /
+    {"failed": True} (`alerts failed`: the alerts given up on) |
     history {"n": int} | usage {"period": "7d" | "30d" | "month"} | subscribe {"kinds": tuple[AlertKind, ...]} |
     grant {"user": Mention | str, "role": Role} | revoke {"user": Mention | str} | currency {} / {"code": str} |
     the others {}. A `str` user is an Entra object id typed as such.
@@ -325,6 +328,7 @@ _OFF = frozenset({"off", "fra", "disable", "disabled"})
 _BELOW = frozenset({"below", "under"})
 _CAP = frozenset({"cap", "loft"})
 _CLEAR = frozenset({"off", "none", "clear", "fra", "ingen"})
+_FAILED = frozenset({"failed", "fejlede"})
 
 
 def _parse_recharge(ctx: _Text, args: list[str]) -> Parsed:
@@ -354,6 +358,10 @@ def _parse_alerts(ctx: _Text, args: list[str]) -> Parsed:
         return _READ, {}
     if len(args) == 1 and args[0].casefold() in _CLEAR:
         return _SETTINGS, {"thresholds": ()}
+    if args[0].casefold() in _FAILED:  # a word, never an amount
+        if len(args) > 1:
+            raise _usage(COMMANDS_BY_NAME["alerts"].more_forms[1].usage)
+        return Capability.MANAGE_SUBSCRIPTIONS, {"failed": True}
     thresholds: list[int] = []
     # Amounts are separated by ";", by "," followed by a space, or by spaces: "500, 100", "500; 100", "500 100".
     # A comma with no space is part of the number ("1,250" in en-US, "100,50" in da-DK).
@@ -479,6 +487,7 @@ _PARSERS: Mapping[str, Callable[[_Text, list[str]], Parsed]] = {
     "history": _parse_history,
     "usage": _parse_usage,
     "forecast": _no_args(_READ),
+    "sync": _no_args(Capability.MOVE_MONEY),
     "subscribe": _parse_subscribe,
     "unsubscribe": _no_args(Capability.MANAGE_SUBSCRIPTIONS),
     "roles": _no_args(_READ),

@@ -145,13 +145,23 @@ _M: dict[str, dict[str, str]] = {
     "label.none": {"en": "none", "da": "ingen"},
     "label.disabled": {"en": "disabled", "da": "slået fra"},
     "label.this_conversation": {"en": "this conversation", "da": "denne samtale"},
+    "place.channel": {"en": "channel {name}", "da": "kanalen {name}"},
+    "place.a_channel": {"en": "a channel", "da": "en kanal"},
+    "place.group_chat": {"en": "group chat {name}", "da": "gruppechatten {name}"},
+    "place.a_group_chat": {"en": "a group chat", "da": "en gruppechat"},
+    "place.personal": {"en": "{name}'s personal chat", "da": "den personlige chat med {name}"},
+    "place.a_personal_chat": {"en": "a personal chat", "da": "en personlig chat"},
 
     # --- greeting and help ---
     "welcome": {
         "en": "Hi! I keep track of your organisation's Communications Credits: the balance, auto-recharge, "
-              "usage and alerts. Type `help` to see what I can do.",
+              "usage and alerts. No alerts are sent anywhere yet: an admin types `subscribe` in the channel or "
+              "chat that should get them (`subscribe low_balance recharged` for some kinds only), or in their "
+              "personal chat with me to get them there. Type `help` to see what I can do.",
         "da": "Hej! Jeg holder styr på jeres Kommunikationskreditter: saldo, automatisk opfyldning, forbrug og "
-              "advarsler. Skriv `hjælp` for at se, hvad jeg kan.",
+              "advarsler. Der sendes ingen advarsler nogen steder endnu: en administrator skriver `subscribe` i "
+              "den kanal eller chat, der skal have dem (`subscribe low_balance recharged` for kun nogle typer), "
+              "eller i sin personlige chat med mig for at få dem dér. Skriv `hjælp` for at se, hvad jeg kan.",
     },
     "help.intro": {
         "en": "Here is what I can do with your Communications Credits:",
@@ -184,8 +194,12 @@ _M: dict[str, dict[str, str]] = {
               "med et månedligt loft",
     },
     "help.alerts": {
-        "en": "Show the balances that trigger a low-balance alert",
-        "da": "Vis de saldoer, der udløser en advarsel om lav saldo",
+        "en": "Show the balances that trigger a low-balance alert, and where alerts go",
+        "da": "Vis de saldoer, der udløser en advarsel om lav saldo, og hvor advarsler sendes hen",
+    },
+    "help.alerts_failed": {
+        "en": "List the alerts that could not be delivered, and why",
+        "da": "Vis de advarsler, der ikke kunne leveres, og hvorfor",
     },
     "help.alerts_set": {
         "en": "Set the low-balance alert thresholds (at most {max_thresholds}; `alerts off` removes them)",
@@ -199,6 +213,61 @@ _M: dict[str, dict[str, str]] = {
         "en": "Show usage in the last 7 or 30 days or this month (30 days unless you say)",
         "da": "Vis forbruget de seneste 7 eller 30 dage eller denne måned (30 dage, medmindre du angiver andet)",
     },
+    "help.sync": {
+        "en": "Read the latest calls from Microsoft Graph now (usage is also read on a schedule)",
+        "da": "Hent de seneste opkald fra Microsoft Graph nu (forbruget hentes også efter en fast plan)",
+    },
+    "sync.not_configured": {
+        "en": "Usage sync from Microsoft Graph is not set up for this bot. Its operator sets GRAPH_TENANT_ID, "
+              "GRAPH_CLIENT_ID and GRAPH_CLIENT_SECRET (an app registration with the application permission "
+              "CallRecord-PstnCalls.Read.All and admin consent). Until then, usage comes from the admin center's "
+              "export: `python -m bot import-usage FILE`.",
+        "da": "Synkronisering af forbrug fra Microsoft Graph er ikke sat op for denne bot. Den, der driver den, "
+              "sætter GRAPH_TENANT_ID, GRAPH_CLIENT_ID og GRAPH_CLIENT_SECRET (en app-registrering med "
+              "applikationstilladelsen CallRecord-PstnCalls.Read.All og administratorsamtykke). Indtil da kommer "
+              "forbruget fra eksporten i Teams Administration: `python -m bot import-usage FIL`.",
+    },
+    "sync.refused": {
+        "en": "Microsoft Graph refused to give me the call records. {advice}",
+        "da": "Microsoft Graph ville ikke udlevere opkaldslisten. {advice}",
+    },
+    "sync.failed": {
+        "en": "The sync from Microsoft Graph did not finish (incident {incident}). What was read before the "
+              "problem is recorded; the next sync reads the rest.",
+        "da": "Synkroniseringen fra Microsoft Graph blev ikke færdig (hændelse {incident}). Det, der blev læst "
+              "før problemet, er registreret; næste synkronisering læser resten.",
+    },
+    "sync.done": {
+        "en": "Synced usage from Microsoft Graph: {read} calls read, {debited} debited ({total}), {skipped} "
+              "skipped, {rejected} rejected. Balance now: {balance}.",
+        "da": "Forbrug hentet fra Microsoft Graph: {read} opkald læst, {debited} trukket ({total}), {skipped} "
+              "sprunget over, {rejected} afvist. Saldo nu: {balance}.",
+    },
+    "sync.recharges": {
+        "en": "Auto-recharges made: {count}. Alerts go to the subscribed conversations.",
+        "da": "Automatiske opfyldninger: {count}. Advarsler går til de abonnerede samtaler.",
+    },
+    "import.done": {
+        "en": "Imported {name}: {read} calls read, {debited} debited ({total}), {skipped} skipped, {rejected} "
+              "rejected. Balance now: {balance}.",
+        "da": "Importerede {name}: {read} opkald læst, {debited} trukket ({total}), {skipped} sprunget over, "
+              "{rejected} afvist. Saldo nu: {balance}.",
+    },
+    "import.failed": {
+        "en": "I could not import {name}: {reason}. Nothing was changed by it.",
+        "da": "Jeg kunne ikke importere {name}: {reason}. Intet blev ændret af den.",
+    },
+    "import.not_an_export": {
+        "en": "{name} is not a PSTN usage export: drop the .csv or .zip from the Teams admin center "
+              "(Analytics & reports > PSTN usage).",
+        "da": "{name} er ikke en eksport af PSTN-forbrug: slip .csv- eller .zip-filen fra Teams Administration "
+              "(Analyse og rapporter > PSTN-forbrug).",
+    },
+    "import.unavailable": {
+        "en": "I cannot import files here. Use `python -m bot import-usage FILE` on the bot's server.",
+        "da": "Jeg kan ikke importere filer her. Brug `python -m bot import-usage FIL` på botens server.",
+    },
+    "sync.problems": {"en": "Rejected rows: {problems}", "da": "Afviste rækker: {problems}"},
     "help.forecast": {
         "en": "Estimate when the balance reaches the recharge trigger and zero",
         "da": "Anslå, hvornår saldoen når grænsen for opfyldning og nul",
@@ -329,6 +398,59 @@ _M: dict[str, dict[str, str]] = {
     "alerts.no_destinations": {
         "en": "No conversation gets alerts yet. Type `subscribe` in the chat or channel that should get them.",
         "da": "Ingen samtale får advarsler endnu. Skriv `subscribe` i den chat eller kanal, der skal have dem.",
+    },
+    "alerts.disabled": {
+        "en": "Disabled: {place} — {reason}. An admin can type `subscribe` there again after adding the bot back.",
+        "da": "Slået fra: {place} — {reason}. En administrator kan skrive `subscribe` dér igen, når boten er "
+              "tilføjet igen.",
+    },
+    "alerts.disabled_plain": {
+        "en": "Disabled: {place}. An admin can type `subscribe` there again after adding the bot back.",
+        "da": "Slået fra: {place}. En administrator kan skrive `subscribe` dér igen, når boten er tilføjet igen.",
+    },
+    "alerts.disabled_here": {
+        "en": "Disabled: {place} — {reason}. An admin can type `subscribe` here to get alerts again.",
+        "da": "Slået fra: {place} — {reason}. En administrator kan skrive `subscribe` her for at få advarsler "
+              "igen.",
+    },
+    "alerts.disabled_here_plain": {
+        "en": "Disabled: {place}. An admin can type `subscribe` here to get alerts again.",
+        "da": "Slået fra: {place}. En administrator kan skrive `subscribe` her for at få advarsler igen.",
+    },
+    "alerts.failed_hint_one": {
+        "en": "1 alert could not be delivered: type `alerts failed` to see why.",
+        "da": "1 advarsel kunne ikke leveres: skriv `alerts failed` for at se hvorfor.",
+    },
+    "alerts.failed_hint": {
+        "en": "{count} alerts could not be delivered: type `alerts failed` to see why.",
+        "da": "{count} advarsler kunne ikke leveres: skriv `alerts failed` for at se hvorfor.",
+    },
+    "alerts.failed_none": {
+        "en": "No alert has failed: every alert was delivered or is still being retried.",
+        "da": "Ingen advarsel er slået fejl: alle advarsler er leveret eller bliver stadig forsøgt igen.",
+    },
+    "alerts.failed_header_one": {
+        "en": "1 alert could not be delivered:",
+        "da": "1 advarsel kunne ikke leveres:",
+    },
+    "alerts.failed_header": {
+        "en": "{count} alerts could not be delivered (newest first):",
+        "da": "{count} advarsler kunne ikke leveres (nyeste først):",
+    },
+    "alerts.failed_header_more": {
+        "en": "More than {count} alerts could not be delivered; the {count} newest:",
+        "da": "Mere end {count} advarsler kunne ikke leveres; de {count} nyeste:",
+    },
+    "alerts.failed_line": {
+        "en": "{kind}, raised {date} (attempts: {attempts}). Not delivered to: {places}.",
+        "da": "{kind}, opstået {date} (forsøg: {attempts}). Ikke leveret til: {places}.",
+    },
+    "alerts.failed_error": {"en": "Last error: {error}", "da": "Seneste fejl: {error}"},
+    "alerts.failed_footer": {
+        "en": "I no longer try to send these. If the bot was removed from a conversation, add it back and type "
+              "`subscribe` there; new alerts are sent as usual.",
+        "da": "Jeg prøver ikke længere at sende dem. Hvis boten er fjernet fra en samtale, så tilføj den igen, og "
+              "skriv `subscribe` dér; nye advarsler sendes som normalt.",
     },
     "alerts.forecast_days": {
         "en": "Forecast alerts look {days} days ahead.",
@@ -890,7 +1012,7 @@ _M: dict[str, dict[str, str]] = {
     "card.usage.chart_x": {"en": "Call type", "da": "Opkaldstype"},
     "card.usage.chart_y": {"en": "Spend ({currency})", "da": "Forbrug ({currency})"},
     "card.usage.other": {"en": "Other", "da": "Andet"},
-    "card.alert.raised": {"en": "Raised on {date}", "da": "Udsendt den {date}"},
+    "card.alert.raised": {"en": "Raised on {date} · reference {ref}", "da": "Udsendt den {date} · reference {ref}"},
     "card.alert.recharged.title": {
         "en": "Auto-recharge added {total}",
         "da": "Automatisk opfyldning indsatte {total}",
@@ -1035,6 +1157,36 @@ def t(key: str, language: str, **params: Any) -> str:
     (extra params are ignored). `KeyError` for an unknown key or a missing placeholder: both are bugs."""
     templates = MESSAGES[key]
     return templates.get(language, templates["en"]).format(**params)
+
+
+# --- places -----------------------------------------------------------------------------------------------------
+
+def place_name(conversation_id: str, reference: Mapping[str, Any] | None, language: str, *,
+               current: str | None = None) -> str:
+    """How a conversation is named to people: "this conversation" when it is `current` (the one being typed
+    in); else from its saved conversation reference (a serialized botbuilder ConversationReference): "channel
+    General" / "a channel", "group chat Finance" / "a group chat", "Alex Wilber's personal chat" / "a personal
+    chat"; its raw id only when there is no reference."""
+    if current is not None and conversation_id == current:
+        return t("label.this_conversation", language)
+    if not isinstance(reference, Mapping):
+        return conversation_id
+    conversation = reference.get("conversation")
+    conversation = conversation if isinstance(conversation, Mapping) else {}
+    user = reference.get("user")
+    user = user if isinstance(user, Mapping) else {}
+
+    def clean(value: Any) -> str:
+        return " ".join(value.split()) if isinstance(value, str) else ""
+
+    name = clean(conversation.get("name"))
+    scope = conversation.get("conversationType") or "personal"
+    if scope == "channel":
+        return t("place.channel", language, name=name) if name else t("place.a_channel", language)
+    if scope == "groupChat":
+        return t("place.group_chat", language, name=name) if name else t("place.a_group_chat", language)
+    person = clean(user.get("name"))
+    return t("place.personal", language, name=person) if person else t("place.a_personal_chat", language)
 
 
 # --- errors to messages -----------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass, fields
+from datetime import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Callable, Mapping
@@ -46,6 +47,10 @@ DEFAULT_CURRENCY = "USD"
 DEFAULT_LOCALE = "en-US"
 DEFAULT_GRAPH_SYNC_INTERVAL = 60  # minutes
 DEFAULT_LOG_LEVEL = "INFO"
+DEFAULT_GRAPH_URL = "https://graph.microsoft.com"
+DEFAULT_BILLED = ("MCOPSTNPP",)
+DEFAULT_ALERT_ATTEMPTS = 12   # with the notifier's backoff (15 s doubling to 1 h): about 4 to 8 hours of trying
+DEFAULT_DAILY_AT = time(2, 0)  # UTC
 #: Bot Framework's public-cloud endpoints (the defaults of the settings of the same names).
 DEFAULT_OPENID_METADATA_URL = "https://login.botframework.com/v1/.well-known/openidconfiguration"
 DEFAULT_TOKEN_ISSUER = "https://api.botframework.com"
@@ -125,9 +130,18 @@ class Settings:
     graph_client_id: str | None = None
     graph_client_secret: str | None = None
     graph_sync_interval: int = DEFAULT_GRAPH_SYNC_INTERVAL
+    #: Microsoft Graph and its sign-in authority (other clouds; tests point them at fakes on loopback).
+    graph_url: str = DEFAULT_GRAPH_URL
+    graph_login_url: str = PUBLIC_CLOUD_LOGIN
+    #: License capabilities whose calls are paid from Communications Credits (DESIGN.md section 4).
+    billed_capabilities: tuple[str, ...] = DEFAULT_BILLED
     #: Adding more than this (major units of the account's currency) needs a second admin's approval.
     approval_threshold: Decimal | None = None
     log_level: str = DEFAULT_LOG_LEVEL
+    #: Delivery attempts per alert before it is given up (dead-lettered, listed by `alerts failed`).
+    alert_attempts: int = DEFAULT_ALERT_ATTEMPTS
+    #: When the daily jobs (lot expiry, forecast) run, UTC. They also run at start-up if a day's run was missed.
+    daily_at: time = DEFAULT_DAILY_AT
     to_bot_from_channel_openid_metadata_url: str = DEFAULT_OPENID_METADATA_URL
     to_bot_from_channel_token_issuer: str = DEFAULT_TOKEN_ISSUER
     #: `ToChannelFromBotLoginUrl` as configured; None derives it from the app type (see `outbound_authority`).
@@ -261,6 +275,19 @@ class Settings:
         interval = _parse_int(get("GRAPH_SYNC_INTERVAL"), "GRAPH_SYNC_INTERVAL", DEFAULT_GRAPH_SYNC_INTERVAL,
                               1, 7 * 24 * 60, problems, unit=" minutes")
 
+        graph_url = _url_setting(get, "GRAPH_URL", DEFAULT_GRAPH_URL, problems, https_only=True)
+        graph_login_url = _url_setting(get, "GRAPH_LOGIN_URL", PUBLIC_CLOUD_LOGIN, problems, https_only=True,
+                                       loopback_http=False)
+        billed = DEFAULT_BILLED
+        raw_billed = get("CREDITS_BILLED_CAPABILITIES")
+        if raw_billed is not None:
+            items = tuple(dict.fromkeys(x.strip() for x in raw_billed.split(",") if x.strip()))
+            if items and all(re.fullmatch(r"[A-Za-z0-9_]{2,40}", x, re.ASCII) for x in items):
+                billed = items
+            else:
+                problems.append(f"CREDITS_BILLED_CAPABILITIES: comma-separated license capabilities such as "
+                                f"MCOPSTNPP, got {_shown(raw_billed)}")
+
         approval_threshold: Decimal | None = None
         raw_threshold = get("CREDITS_APPROVAL_THRESHOLD")
         if raw_threshold is not None:
@@ -270,6 +297,18 @@ class Settings:
             else:
                 problems.append(f"CREDITS_APPROVAL_THRESHOLD: must be a positive plain amount such as 5000 or "
                                 f"2500.50, got {_shown(raw_threshold)}")
+
+        alert_attempts = _parse_int(get("CREDITS_ALERT_ATTEMPTS"), "CREDITS_ALERT_ATTEMPTS", DEFAULT_ALERT_ATTEMPTS,
+                                    1, 100, problems)
+        daily_at = DEFAULT_DAILY_AT
+        raw_daily = get("CREDITS_DAILY_AT")
+        if raw_daily is not None:
+            match = re.fullmatch(r"([01][0-9]|2[0-3]):([0-5][0-9])", raw_daily, re.ASCII)
+            if match:
+                daily_at = time(int(match[1]), int(match[2]))
+            else:
+                problems.append(f"CREDITS_DAILY_AT: must be a UTC time of day as HH:MM (for example 02:00), got "
+                                f"{_shown(raw_daily)}")
 
         log_level = DEFAULT_LOG_LEVEL
         raw_level = get("LOG_LEVEL")
@@ -293,7 +332,10 @@ class Settings:
             host=host, port=port, store=store, admins=tuple(admins), currency=currency, locale=locale,
             graph_tenant_id=graph["GRAPH_TENANT_ID"], graph_client_id=graph["GRAPH_CLIENT_ID"],
             graph_client_secret=graph["GRAPH_CLIENT_SECRET"], graph_sync_interval=interval,
-            approval_threshold=approval_threshold, log_level=log_level,
+            graph_url=graph_url or DEFAULT_GRAPH_URL, graph_login_url=graph_login_url or PUBLIC_CLOUD_LOGIN,
+            billed_capabilities=billed,
+            approval_threshold=approval_threshold, log_level=log_level, alert_attempts=alert_attempts,
+            daily_at=daily_at,
             to_bot_from_channel_openid_metadata_url=metadata_url, to_bot_from_channel_token_issuer=issuer,
             to_channel_from_bot_login_url=login_url, to_channel_from_bot_oauth_scope=scope,
         )

@@ -33,10 +33,10 @@ FORMS: list[tuple[str, str | None]] = [
     ("balance", READ), ("history", READ), ("history 3", READ), ("usage", READ), ("usage 7d", READ),
     ("usage month", READ), ("forecast", READ), ("roles", READ), ("recharge", READ), ("alerts", READ),
     ("currency", READ),
-    ("add 5", MONEY), ("add 5 coffee money", MONEY),
+    ("add 5", MONEY), ("add 5 coffee money", MONEY), ("sync", MONEY),
     ("recharge 50 below 20", SETTINGS), ("recharge 50 below 20 cap 200", SETTINGS), ("recharge off", SETTINGS),
     ("recharge on", SETTINGS), ("alerts 10, 5", SETTINGS), ("currency EUR", SETTINGS),
-    ("subscribe", SUBS), ("subscribe recharged", SUBS), ("unsubscribe", SUBS),
+    ("subscribe", SUBS), ("subscribe recharged", SUBS), ("unsubscribe", SUBS), ("alerts failed", SUBS),
     (f"grant {'9' * 8}-0000-4000-8000-000000000099 reader", ROLES),
     (f"revoke {'9' * 8}-0000-4000-8000-000000000099", ROLES),
 ]

@@ -87,6 +87,10 @@ PARSED: list[tuple[str, str, str, str, Capability | None, dict[str, Any]]] = [
     ("alerts off", "USD", "en-US", "alerts", SETTINGS, {"thresholds": ()}),
     ("advarsler 100,50; 50 kr.", "DKK", "da-DK", "alerts", SETTINGS, {"thresholds": (10050, 5000)}),
     ("alerts 500, 100", "DKK", "da-DK", "alerts", SETTINGS, {"thresholds": (50000, 10000)}),
+    ("alerts failed", "USD", "en-US", "alerts", Capability.MANAGE_SUBSCRIPTIONS, {"failed": True}),
+    ("Alerts FAILED", "USD", "en-US", "alerts", Capability.MANAGE_SUBSCRIPTIONS, {"failed": True}),
+    ("advarsler fejlede", "DKK", "da-DK", "alerts", Capability.MANAGE_SUBSCRIPTIONS, {"failed": True}),
+    ("alerts fejlede", "USD", "en-US", "alerts", Capability.MANAGE_SUBSCRIPTIONS, {"failed": True}),
     ("history", "USD", "en-US", "history", READ, {"n": 10}),
     ("history 1", "USD", "en-US", "history", READ, {"n": 1}),
     ("history 50", "USD", "en-US", "history", READ, {"n": 50}),
@@ -98,6 +102,8 @@ PARSED: list[tuple[str, str, str, str, Capability | None, dict[str, Any]]] = [
     ("usage 7 days", "USD", "en-US", "usage", READ, {"period": "7d"}),
     ("forbrug måned", "DKK", "da-DK", "usage", READ, {"period": "month"}),
     ("forecast", "USD", "en-US", "forecast", READ, {}),
+    ("sync", "USD", "en-US", "sync", Capability.MOVE_MONEY, {}),
+    ("Synkroniser", "DKK", "da-DK", "sync", Capability.MOVE_MONEY, {}),
     ("subscribe", "USD", "en-US", "subscribe", Capability.MANAGE_SUBSCRIPTIONS, {"kinds": ALL_KINDS}),
     ("subscribe all", "USD", "en-US", "subscribe", Capability.MANAGE_SUBSCRIPTIONS, {"kinds": ALL_KINDS}),
     ("subscribe low_balance", "USD", "en-US", "subscribe", Capability.MANAGE_SUBSCRIPTIONS,
@@ -250,6 +256,7 @@ REFUSED = [
     ("alerts 500, abc", "USD", "en-US", "amount.not_a_number", {"text": "abc"}),
     ("alerts 0", "USD", "en-US", "amount.zero", {}),
     ("alerts ;", "USD", "en-US", "parse.usage", {}),
+    ("alerts failed 5", "USD", "en-US", "parse.usage", {"usage": "alerts failed"}),
     ("history 0", "USD", "en-US", "parse.history_count", {"text": "0", "max": 50}),
     ("history 51", "USD", "en-US", "parse.history_count", {"text": "51"}),
     ("history -1", "USD", "en-US", "parse.history_count", {}),
@@ -325,7 +332,7 @@ def test_suggestions_are_at_most_three() -> None:
 
 def test_the_table_has_one_entry_per_command() -> None:
     assert command_names() == ("help", "balance", "add", "recharge", "alerts", "history", "usage", "forecast",
-                               "subscribe", "unsubscribe", "roles", "grant", "revoke", "whoami", "currency")
+                               "sync", "subscribe", "unsubscribe", "roles", "grant", "revoke", "whoami", "currency")
     words = [w.casefold() for c in COMMANDS for w in (c.name, *c.aliases)]
     assert len(words) == len(set(words))
 
@@ -337,6 +344,7 @@ def test_capabilities_of_the_table() -> None:
     assert by_name["grant"].capability is by_name["revoke"].capability is Capability.MANAGE_ROLES
     assert [f.capability for f in by_name["recharge"].forms] == [READ, SETTINGS, SETTINGS]
     assert [f.capability for f in by_name["currency"].forms] == [READ, SETTINGS]
+    assert [f.capability for f in by_name["alerts"].forms] == [READ, SETTINGS, Capability.MANAGE_SUBSCRIPTIONS]
 
 
 def test_commands_are_frozen() -> None:
@@ -365,8 +373,8 @@ def test_reader_help_shows_what_readers_can_do_and_says_admins_can_do_more(role:
         assert f"`{usage}`" in text
     for usage in ("add <amount> [memo]", "recharge on|off", "grant @user admin|reader", "subscribe [kinds]"):
         assert f"`{usage}`" not in text
-    assert "Admins of this account can also use: add, recharge, alerts, subscribe, unsubscribe, grant, revoke, " \
-           "currency." in text
+    assert "Admins of this account can also use: add, recharge, alerts, sync, subscribe, unsubscribe, grant, " \
+           "revoke, currency." in text
     assert ("You don't have a role" in text) is (role is None)
 
 
@@ -389,7 +397,7 @@ def test_help_is_generated_from_the_table() -> None:
                        if c.name == "whoami" else c for c in COMMANDS)
     assert "`whoami --all`" in help_text("en", role=Role.ADMIN, commands=admin_form)
     assert "`whoami --all`" not in help_text("en", role=Role.READER, commands=admin_form)
-    assert "also use: add, recharge, alerts, subscribe, unsubscribe, grant, revoke, whoami, currency." in \
+    assert "also use: add, recharge, alerts, sync, subscribe, unsubscribe, grant, revoke, whoami, currency." in \
         help_text("en", role=Role.READER, commands=admin_form)
 
 

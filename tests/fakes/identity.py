@@ -25,7 +25,11 @@ a key that signs but is not (yet) in the JWKS; `publish(kid)` / `unpublish(kid)`
 
 Outbound tokens: the token endpoint accepts the clients registered with `add_client` (`APP_ID`/`APP_PASSWORD`
 from the start) and answers `{"access_token", "token_type": "Bearer", "expires_in": token_expires_in}`.
-`token_expires_in` is settable; `issued_access_tokens` lists what it handed out; `token_requests` counts.
+`token_expires_in` is settable; `issued_access_tokens` lists what it handed out; `token_requests` counts;
+`token_tenant(token)` says for which tenant (the authority's path segment) a token was issued, so a fake
+resource server can check it. `set_tenant_error(tenant, aadsts)` makes Entra answer for that tenant as it does
+when the app is not consented in it (700016, 65001, ...) or the tenant does not exist (90002: tenant discovery
+fails too, as msal sees it from Entra).
 
 Every request is counted per path (thread-safe): `count(path)`, `counts()`, `requests()`. Faults:
 `fail_next(n, status=, path=)` answers the next n matching requests with an error, `set_delay(seconds, path=)`
@@ -130,6 +134,8 @@ class FakeIdentity:
         self._clients: dict[str, str] = {APP_ID: APP_PASSWORD}
         self.token_expires_in = token_expires_in
         self._issued: list[str] = []
+        self._issued_tenant: dict[str, str] = {}
+        self._tenant_errors: dict[str, int] = {}
         self._counts: Counter[str] = Counter()
         self._seen: list[SeenRequest] = []
         self._faults: list[_Fault] = []
@@ -194,6 +200,8 @@ class FakeIdentity:
             self._clients = {APP_ID: APP_PASSWORD}
             self.token_expires_in = self._initial_expires_in
             self._issued.clear()
+            self._issued_tenant.clear()
+            self._tenant_errors.clear()
             self._counts.clear()
             self._seen.clear()
             self._faults.clear()
@@ -332,6 +340,20 @@ class FakeIdentity:
         with self._lock:
             return list(self._issued)
 
+    def token_tenant(self, token: str) -> str | None:
+        """The tenant (authority path segment) `token` was issued for; None if this fake did not issue it."""
+        with self._lock:
+            return self._issued_tenant.get(token)
+
+    def set_tenant_error(self, tenant: str, aadsts: int | None) -> None:
+        """From now on, answer token requests for `tenant` with Entra's error `AADSTS{aadsts}` (None: stop).
+        90002 (no such tenant) also fails the tenant's OpenID discovery with 400, as Entra does."""
+        with self._lock:
+            if aadsts is None:
+                self._tenant_errors.pop(tenant, None)
+            else:
+                self._tenant_errors[tenant] = aadsts
+
     def token_requests(self, tenant: str | None = None) -> int:
         """Token endpoint POSTs so far (all tenants, or one)."""
         with self._lock:
@@ -405,6 +427,8 @@ class FakeIdentity:
             return 200, self.jwks()
         if method == "GET" and len(parts) == 4 and parts[1:] == ["v2.0", ".well-known", "openid-configuration"]:
             tenant = parts[0]
+            if self._tenant_error(tenant) == 90002:
+                return _TENANT_ERRORS[90002][0], _tenant_error_body(90002, tenant)
             return 200, {
                 "issuer": f"{base}/{tenant}/v2.0",
                 "authorization_endpoint": f"{base}/{tenant}/oauth2/v2.0/authorize",
@@ -416,10 +440,17 @@ class FakeIdentity:
                 "tenant_region_scope": "WW",
             }
         if method == "POST" and len(parts) == 4 and parts[1:] == ["oauth2", "v2.0", "token"]:
-            return self._token_answer(form)
+            return self._token_answer(form, tenant=parts[0])
         return 404, {"error": "not_found", "error_description": f"no route {method} {path}"}
 
-    def _token_answer(self, form: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+    def _tenant_error(self, tenant: str) -> int | None:
+        with self._lock:
+            return self._tenant_errors.get(tenant)
+
+    def _token_answer(self, form: Mapping[str, str], tenant: str | None = None) -> tuple[int, dict[str, Any]]:
+        aadsts = self._tenant_error(tenant) if tenant is not None else None
+        if aadsts is not None:
+            return _TENANT_ERRORS.get(aadsts, (400, ""))[0], _tenant_error_body(aadsts, tenant or "")
         if form.get("grant_type") != "client_credentials":
             return 400, {"error": "unsupported_grant_type", "error_description": "AADSTS70003: unsupported grant"}
         with self._lock:
@@ -435,6 +466,8 @@ class FakeIdentity:
         token = f"fake-at-{secrets.token_urlsafe(16)}"
         with self._lock:
             self._issued.append(token)
+            if tenant is not None:
+                self._issued_tenant[token] = tenant
         return 200, {"token_type": "Bearer", "expires_in": expires_in, "ext_expires_in": expires_in,
                      "access_token": token}
 
@@ -490,6 +523,24 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         self._serve("POST")
+
+
+#: AADSTS code -> (HTTP status, OAuth error, description), as Entra answers them (`set_tenant_error`).
+_TENANT_ERRORS: dict[int, tuple[int, str, str]] = {
+    90002: (400, "invalid_tenant", "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID "
+                                   "and are signing into the correct cloud."),
+    700016: (400, "unauthorized_client", "Application with identifier '{app}' was not found in the directory "
+                                         "'{tenant}'. This can happen if the application has not been installed by "
+                                         "the administrator of the tenant or consented to by any user in the tenant."),
+    65001: (400, "invalid_grant", "The user or administrator has not consented to use the application."),
+    7000222: (401, "invalid_client", "The provided client secret keys for app '{app}' are expired."),
+}
+
+
+def _tenant_error_body(aadsts: int, tenant: str) -> dict[str, Any]:
+    _, error, text = _TENANT_ERRORS.get(aadsts, (400, "invalid_request", "Injected error."))
+    return {"error": error, "error_codes": [aadsts],
+            "error_description": f"AADSTS{aadsts}: " + text.format(tenant=tenant, app="(the app)")}
 
 
 def _new_kid() -> str:

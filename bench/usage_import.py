@@ -1,0 +1,86 @@
+"""Importing the admin center's PSTN export: wall time and peak memory, per backend.
+
+    python bench/usage_import.py [--rows 100000] [--backend tinydb] [--quick]
+
+Writes an export of `--rows` invented calls (`bot.usage.demo`), then imports it the way `python -m bot
+import-usage` does (streaming CSV reader, batches of 2,000 rows, one atomic ledger unit each) into a fresh store,
+in a child process so that its peak RSS is the import's own. Prints rows/s, the wall time, the child's peak
+RSS, and a JSON summary last. Targets (issue 6; a benchmark, never a test): 100k rows <= 10 s on TinyDB; 1M rows
+<= 60 s with peak RSS <= 250 MB on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TENANT = "bench-tenant"
+
+
+async def _import(store: str, csv: Path) -> dict[str, object]:
+    from bot.usage.csv_export import read_export
+    from bot.usage.service import UsageService
+    from storage import open_ledger
+
+    ledger = await open_ledger(store)
+    try:
+        await ledger.open_account(TENANT, "USD")
+        await ledger.add_funds(TENANT, 10_000_000, actor="bench", key="seed")
+        started = time.perf_counter()
+        report = await UsageService(ledger, None, interval_minutes=60).import_rows(TENANT, read_export(csv),
+                                                                                     source="csv")
+        seconds = time.perf_counter() - started
+        ok = (await ledger.verify(TENANT)).ok
+    finally:
+        await ledger.close()
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"rows": report.read, "debited": report.debited, "seconds": round(seconds, 2),
+            "rows_per_s": round(report.read / seconds), "peak_rss_mb": round(peak_kb / 1024, 1), "verify_ok": ok}
+
+
+def child(store: str, csv: str) -> None:
+    print(json.dumps(asyncio.run(_import(store, Path(csv)))))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--backend", default="tinydb", choices=["tinydb"])
+    parser.add_argument("--quick", action="store_true", help="10k rows (a smoke run)")
+    parser.add_argument("--child", nargs=2, metavar=("STORE", "CSV"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    rows = 10_000 if args.quick else args.rows
+    from bot.usage.demo import write_demo_csv
+
+    with tempfile.TemporaryDirectory(prefix="credits-bench-") as tmp:
+        csv = Path(tmp) / "PSTN.calls.bench.csv"
+        days = 30
+        summary = write_demo_csv(csv, start=datetime.now(timezone.utc) - timedelta(days=days), days=days,
+                                 calls_per_day=-(-rows // days))
+        store = str(Path(tmp) / "store")
+        result = subprocess.run([sys.executable, __file__, "--child", store, str(csv)], capture_output=True,
+                                text=True, check=True)
+        figures = json.loads(result.stdout.strip().splitlines()[-1])
+    figures.update({"backend": args.backend, "file_rows": summary.rows})
+    print(f"usage import ({args.backend}): {figures['rows']:,} rows in {figures['seconds']} s "
+          f"({figures['rows_per_s']:,} rows/s), peak RSS {figures['peak_rss_mb']} MB, verify ok: "
+          f"{figures['verify_ok']}")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
