@@ -16,3 +16,12 @@ def test_storage_benchmark_runs_and_prints_a_json_summary() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert {"add_funds_p50_ms_at_1000", "add_funds_p50_ms_at_10000", "usage_batch_10000_rows_s"} <= set(summary)
+
+
+def test_usage_import_benchmark_runs_and_imports_every_row() -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "usage_import.py"), "--quick", "--repeat", "1"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["rows"] == summary["file_rows"] >= 10_000 and summary["verify_ok"] is True
+    assert 0 < summary["debited"] < summary["rows"]      # the demo has free and non-credit calls too

@@ -17,6 +17,7 @@ id makes re-reading safe) up to now, and moves the watermark only after every pa
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -120,6 +121,7 @@ class UsageImporter:
         self._batch_size = batch
         self._actor = actor
         self._pending: list[tuple[UsageRecord, Decimal]] = []
+        self._in_flight: asyncio.Task[None] | None = None
         self.report = UsageReport(tenant_id, source, currency)
 
     async def add(self, row: UsageRow | BadRow) -> None:
@@ -128,7 +130,15 @@ class UsageImporter:
         if record is not None:
             self._pending.append(record)
             if len(self._pending) >= self._batch_size:
-                await self.flush()
+                await self._submit()
+
+    async def _submit(self) -> None:
+        """Hand the pending rows to the ledger as one batch. At most one batch is in flight: the next rows are
+        read and classified while the ledger records the previous batch, and batches are recorded in order."""
+        batch, self._pending = self._pending, []
+        if self._in_flight is not None:
+            await self._in_flight
+        self._in_flight = asyncio.ensure_future(self._record(batch))
 
     async def add_all(self, rows: Iterable[UsageRow | BadRow] | AsyncIterable[UsageRow | BadRow]) -> None:
         if isinstance(rows, AsyncIterable):
@@ -169,9 +179,14 @@ class UsageImporter:
         return UsageRecord(row.usage_id, minor, currency, row.occurred_at, details), row.charge
 
     async def flush(self) -> None:
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, []
+        """Record everything added so far; when it returns, the report is complete."""
+        if self._pending:
+            await self._submit()
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            await in_flight
+
+    async def _record(self, pending: list[tuple[UsageRecord, Decimal]]) -> None:
         result = await self._ledger.record_usage_batch(self._tenant, [record for record, _ in pending],
                                                        actor=self._actor)
         report = self.report
