@@ -24,11 +24,14 @@ def help_card(texts: Texts, *, commands: Sequence[tuple[str, str]], footer: Sequ
     body += [text(texts.t("card.help.admin"), weight="Bolder", separator=True, spacing="Large"),
              {"type": "ActionSet", "actions": [execute("roles.open", texts.t("card.button.roles")),
                                                execute("currency.open", texts.t("card.button.currency"))]}]
-    actions = [execute("balance", texts.t("card.button.balance")),
-               execute("add_funds.open", texts.t("label.add_funds")),
-               execute("recharge.open", texts.t("card.button.recharge_settings")),
-               execute("usage.show", texts.t("card.button.usage"), data={"period": "30d"})]
-    return card(texts, body, actions, summary=texts.t("card.help.title"))
+    # two rows of two: four buttons in one row are cut off in Danish on a phone-width card
+    body += [{"type": "ActionSet", "spacing": "Large", "actions": [
+                 execute("balance", texts.t("card.button.balance")),
+                 execute("add_funds.open", texts.t("label.add_funds"))]},
+             {"type": "ActionSet", "spacing": "Small", "actions": [
+                 execute("recharge.open", texts.t("card.button.recharge_settings")),
+                 execute("usage.show", texts.t("card.button.usage"), data={"period": "30d"})]}]
+    return card(texts, body, summary=texts.t("card.help.title"))
 
 
 def welcome_card(texts: Texts) -> dict[str, Any]:
