@@ -101,8 +101,11 @@ class DailyJobs:
     async def _run(self) -> None:
         while True:
             try:
-                report = await self.run_once()
-                log.info("daily jobs done", extra={"expired": report.expired, "forecasts": len(report.forecasts)})
+                async with self._ledger.leading("daily-jobs") as leader:
+                    if leader:   # with several bots over one database, one of them runs the day's jobs
+                        report = await self.run_once()
+                        log.info("daily jobs done", extra={"expired": report.expired,
+                                                           "forecasts": len(report.forecasts)})
             except Exception:
                 incident = uuid.uuid4().hex[:12]
                 log.exception("incident %s: daily jobs failed; next try at the next scheduled time", incident)

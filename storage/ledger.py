@@ -49,8 +49,9 @@ All methods are coroutines; backends keep the event loop free. Times come from t
 from __future__ import annotations
 
 import abc
+import contextlib
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Sequence
 
 from .model import (Account, Alert, AlertKind, AlertSettings, AlertStatus, Approval, ApprovalDecision,
                     ApprovalStatus, BatchResult, ConversationRef, Entry, Lot, Page, Posting,
@@ -75,6 +76,13 @@ class Ledger(abc.ABC):
         nothing (a rolled-back unit), and alerts queued by another process over the same store do not cause it,
         so a notifier still polls. The listener must be quick and must not raise (it sets an event)."""
         self._alert_listeners = (*self._alert_listeners, listener)
+
+    @contextlib.asynccontextmanager
+    async def leading(self, job: str) -> AsyncIterator[bool]:
+        """Whether this process should run the scheduled `job` (usage sync, daily jobs) now: with several
+        processes over one store, one at a time. A single-process store (TinyDB, the reference model) always
+        leads; PostgreSQL holds an advisory lock for the duration of the `async with` block."""
+        yield True
 
     def _alerts_queued(self) -> None:
         """For backends: tell the listeners that alerts may be waiting."""

@@ -92,7 +92,9 @@ class UsageService:
         while True:
             started: datetime = self._clock()
             try:
-                for report in await self.sync():
+                async with self.ledger.leading("usage-sync") as leader:
+                    reports = await self.sync() if leader else []   # one bot of several syncs at a time
+                for report in reports:
                     log.info("usage sync done", extra={"tenant": report.tenant_id, "read": report.read,
                                                        "debited": report.debited, "skipped": report.skipped,
                                                        "rejected": report.rejected, "total": report.total})
