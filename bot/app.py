@@ -174,7 +174,13 @@ def _background_context(clock: Clock, background: bool) -> Callable[[web.Applica
         usage = app[USAGE]
         app[NOTIFIER], app[JOBS] = notifier, jobs
         token_file = token_path(settings.store)
-        token = write_token(token_file, settings.port) if token_file is not None else secrets.token_urlsafe(32)
+        if settings.admin_token:
+            token = settings.admin_token
+            token_file = None
+        elif token_file is not None:
+            token = write_token(token_file, settings.port)
+        else:
+            token = secrets.token_urlsafe(32)   # nobody can read it: the endpoint is closed
         app[ADMIN] = AdminApi(usage, token)
         if background:
             notifier.start()

@@ -61,7 +61,7 @@ MULTI_TENANT_LOGIN_URL = f"{PUBLIC_CLOUD_LOGIN}/botframework.com"
 LOCAL_MODE_HOST_PROBLEM = ("without MicrosoftAppId the bot runs with authentication off and only listens on "
                            "loopback (127.0.0.1, ::1, localhost)")
 
-_SECRET_FIELDS = frozenset({"app_password", "graph_client_secret"})
+_SECRET_FIELDS = frozenset({"app_password", "graph_client_secret", "admin_token"})
 _GRAPH_VARS = ("GRAPH_TENANT_ID", "GRAPH_CLIENT_ID", "GRAPH_CLIENT_SECRET")
 
 
@@ -135,6 +135,8 @@ class Settings:
     graph_login_url: str = PUBLIC_CLOUD_LOGIN
     #: License capabilities whose calls are paid from Communications Credits (DESIGN.md section 4).
     billed_capabilities: tuple[str, ...] = DEFAULT_BILLED
+    #: Token of the loopback admin endpoint (None: a random one, written beside a TinyDB store).
+    admin_token: str | None = None
     #: Adding more than this (major units of the account's currency) needs a second admin's approval.
     approval_threshold: Decimal | None = None
     log_level: str = DEFAULT_LOG_LEVEL
@@ -288,6 +290,10 @@ class Settings:
                 problems.append(f"CREDITS_BILLED_CAPABILITIES: comma-separated license capabilities such as "
                                 f"MCOPSTNPP, got {_shown(raw_billed)}")
 
+        admin_token = get("CREDITS_ADMIN_TOKEN")
+        if admin_token is not None and (len(admin_token) < 24 or any(ch.isspace() for ch in admin_token)):
+            problems.append("CREDITS_ADMIN_TOKEN: must be at least 24 characters without spaces")
+
         approval_threshold: Decimal | None = None
         raw_threshold = get("CREDITS_APPROVAL_THRESHOLD")
         if raw_threshold is not None:
@@ -333,7 +339,7 @@ class Settings:
             graph_tenant_id=graph["GRAPH_TENANT_ID"], graph_client_id=graph["GRAPH_CLIENT_ID"],
             graph_client_secret=graph["GRAPH_CLIENT_SECRET"], graph_sync_interval=interval,
             graph_url=graph_url or DEFAULT_GRAPH_URL, graph_login_url=graph_login_url or PUBLIC_CLOUD_LOGIN,
-            billed_capabilities=billed,
+            billed_capabilities=billed, admin_token=admin_token,
             approval_threshold=approval_threshold, log_level=log_level, alert_attempts=alert_attempts,
             daily_at=daily_at,
             to_bot_from_channel_openid_metadata_url=metadata_url, to_bot_from_channel_token_issuer=issuer,

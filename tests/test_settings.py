@@ -280,3 +280,24 @@ def test_every_bot_framework_endpoint_problem_is_reported_at_once() -> None:
 def test_a_scope_may_use_another_scheme() -> None:
     assert Settings.from_env({"ToChannelFromBotOAuthScope": "api://my-bot/.default"}).to_channel_from_bot_oauth_scope \
         == "api://my-bot/.default"
+
+
+def test_the_admin_token_is_checked_and_never_shown() -> None:
+    token = "a" * 20 + "-secret-token-value"
+    settings = Settings.from_env({"CREDITS_ADMIN_TOKEN": token})
+    assert settings.admin_token == token and token not in repr(settings)
+    with pytest.raises(SettingsError) as error:
+        Settings.from_env({"CREDITS_ADMIN_TOKEN": "short"})
+    assert "CREDITS_ADMIN_TOKEN" in str(error.value) and "short" not in str(error.value)
+
+
+def test_usage_settings_have_defaults_and_are_validated() -> None:
+    settings = Settings.from_env({})
+    assert settings.billed_capabilities == ("MCOPSTNPP",) and settings.alert_attempts == 12
+    assert settings.daily_at.isoformat() == "02:00:00"
+    assert Settings.from_env({"CREDITS_DAILY_AT": "23:30"}).daily_at.isoformat() == "23:30:00"
+    with pytest.raises(SettingsError) as error:
+        Settings.from_env({"CREDITS_DAILY_AT": "25:00", "CREDITS_ALERT_ATTEMPTS": "0",
+                           "CREDITS_BILLED_CAPABILITIES": "MCO PSTN", "GRAPH_URL": "http://graph.example"})
+    for name in ("CREDITS_DAILY_AT", "CREDITS_ALERT_ATTEMPTS", "CREDITS_BILLED_CAPABILITIES", "GRAPH_URL"):
+        assert name in str(error.value)
