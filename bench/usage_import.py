@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -49,6 +50,16 @@ async def _import(store: str, csv: Path) -> dict[str, object]:
             "rows_per_s": round(report.read / seconds), "peak_rss_mb": round(peak_kb / 1024, 1), "verify_ok": ok}
 
 
+async def _admin(server: str, statement: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(f"{server.rstrip('/')}/postgres")
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
 def child(store: str, csv: str) -> None:
     print(json.dumps(asyncio.run(_import(store, Path(csv)))))
 
@@ -56,7 +67,9 @@ def child(store: str, csv: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--backend", default="tinydb", choices=["tinydb"])
+    parser.add_argument("--backend", default="tinydb", choices=["tinydb", "postgres"])
+    parser.add_argument("--pg", default=os.environ.get("CREDITS_BENCH_PG", "postgresql://postgres@127.0.0.1:5432"),
+                        help="PostgreSQL server for --backend postgres (a database is created and dropped)")
     parser.add_argument("--quick", action="store_true", help="10k rows (a smoke run)")
     parser.add_argument("--repeat", type=int, default=3, help="imports into fresh stores; the median is kept")
     parser.add_argument("--child", nargs=2, metavar=("STORE", "CSV"), help=argparse.SUPPRESS)
@@ -74,9 +87,18 @@ def main() -> None:
                                  calls_per_day=-(-rows // days))
         runs = []
         for n in range(max(1, args.repeat)):
-            store = str(Path(tmp) / f"store-{n}")
-            result = subprocess.run([sys.executable, __file__, "--child", store, str(csv)], capture_output=True,
-                                    text=True, check=True)
+            if args.backend == "postgres":
+                database = f"credits_bench_{os.getpid()}_{n}"
+                asyncio.run(_admin(args.pg, f'CREATE DATABASE "{database}"'))
+                store = f"{args.pg.rstrip('/')}/{database}"
+            else:
+                database, store = "", str(Path(tmp) / f"store-{n}")
+            try:
+                result = subprocess.run([sys.executable, __file__, "--child", store, str(csv)], capture_output=True,
+                                        text=True, check=True)
+            finally:
+                if database:
+                    asyncio.run(_admin(args.pg, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
             runs.append(json.loads(result.stdout.strip().splitlines()[-1]))
     runs.sort(key=lambda r: r["seconds"])
     figures = runs[len(runs) // 2]

@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Open the store and check every ledger invariant.")
     verify.add_argument("--store", help="store to check instead of CREDITS_STORE (a directory, memory:// or URL)")
     verify.add_argument("--tenant", help="check only this tenant's account")
+    migrate = commands.add_parser(
+        "migrate", help="apply the PostgreSQL schema migrations (also done at start-up); idempotent",
+        description="Apply the numbered SQL migrations to the PostgreSQL store (CREDITS_STORE or --store). "
+                    "Safe to run any number of times, also while bots run.")
+    migrate.add_argument("--store", help="postgresql:// URL instead of CREDITS_STORE")
     imp = commands.add_parser(
         "import-usage", help="import the Teams admin center's PSTN usage export (CSV or zip) as debits",
         description="Import PSTN calls from the admin center's export (PSTN.calls.<date>.csv, or the zip holding "
@@ -81,6 +86,8 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
     configure_logging(settings.log_level)
     if args.command == "serve":
         return serve(settings)
+    if args.command == "migrate":
+        return migrate(settings, store=args.store)
     if args.command in ("import-usage", "sync", "demo-usage"):
         from . import usage_cli
         if args.command == "import-usage":
@@ -142,6 +149,24 @@ async def _verify(location: str, tenant: str | None) -> VerifyReport:
         return await ledger.verify(tenant)
     finally:
         await ledger.close()
+
+
+def migrate(settings: Settings, *, store: str | None = None) -> int:
+    """Apply pending migrations to a PostgreSQL store and list them; other stores have nothing to migrate."""
+    location = store or settings.store
+    if not location.startswith(("postgresql:", "postgres:")):
+        print(f"store: {redact_url(location)}: not PostgreSQL, nothing to migrate")
+        return 0
+    from storage.postgres_store import migrate as apply_migrations
+    try:
+        applied = asyncio.run(apply_migrations(location))
+    except (OSError, LedgerError) as exc:
+        return _fail(f"store {redact_url(location)}: {type(exc).__name__}: cannot migrate")
+    except Exception as exc:  # asyncpg's errors: say which, never the URL's password
+        return _fail(f"store {redact_url(location)}: {type(exc).__name__}")
+    print(f"store: {redact_url(location)}")
+    print(f"applied: {', '.join(applied) if applied else 'nothing (up to date)'}")
+    return 0
 
 
 def _fail(message: str) -> int:

@@ -247,3 +247,33 @@ def lots_replayed(entries: Sequence[Entry]) -> tuple[list[Lot], int]:
 
 def with_status(alert: Alert, **changes: Any) -> Alert:
     return replace(alert, **changes)
+
+
+def verify_journal(state: BookState, entries: Sequence[Entry]) -> list[str]:
+    """Invariants between a hot state and the full journal it claims to summarise."""
+    problems: list[str] = []
+    running = 0
+    for i, entry in enumerate(entries, start=1):
+        if entry.seq != i:
+            problems.append(f"entry seq {entry.seq} where {i} was expected")
+            break
+        running += entry.amount
+        if entry.balance_after != running:
+            problems.append(f"entry {entry.seq}: balance_after {entry.balance_after} != running sum {running}")
+            break
+    if state.entry_count != len(entries):
+        problems.append(f"entry count {state.entry_count} != {len(entries)} entries stored")
+    if state.balance != running:
+        problems.append(f"balance snapshot {state.balance} != sum of entries {running}")
+    lots, deficit = lots_replayed(entries)
+    stored = [(l.lot_id, l.remaining, l.expires_at) for l in state.lots]
+    replayed = [(l.lot_id, l.remaining, l.expires_at) for l in lots]
+    if stored != replayed:
+        problems.append(f"open lots {stored} != lots replayed from entries {replayed}")
+    if deficit != state.deficit:
+        problems.append(f"deficit {state.deficit} != replayed {deficit}")
+    if sum(l.remaining for l in state.lots) - state.deficit != state.balance:
+        problems.append("open lots minus deficit != balance")
+    if state.deficit and any(l.remaining for l in state.lots):
+        problems.append("a deficit while lots hold money")
+    return problems

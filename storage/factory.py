@@ -1,5 +1,5 @@
 """Open the ledger a `CREDITS_STORE` value names: a directory (TinyDB, the embedded default), `memory://` (the
-reference model: nothing persists, for tests and demos), or later a `postgresql://` URL."""
+reference model: nothing persists, for tests and demos), or a `postgresql://` URL (PostgreSQL, asyncpg)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ async def open_ledger(location: str, *, clock: Clock = utc_now,
         from .reference import ReferenceLedger
         return ReferenceLedger(clock=clock, max_attempts=max_attempts)
     if location.startswith(("postgresql:", "postgres:")):
-        raise NotImplementedError("the PostgreSQL backend is not built yet (issue 7)")
+        from .postgres_store import PostgresLedger
+        return await PostgresLedger.open(location, clock=clock, max_attempts=max_attempts)
     from .tinydb_store import TinyLedger
     return await TinyLedger.open(Path(location), clock=clock, max_attempts=max_attempts)

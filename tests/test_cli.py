@@ -141,3 +141,37 @@ def test_verify_counts_a_store_too_corrupt_to_open_as_a_problem(monkeypatch, cap
     monkeypatch.setattr(cli, "open_ledger", opener)
     assert cli.main(["verify", "--store", "memory://"], environ={}) == 1
     assert "problems: 1\n  - entries.json: not JSON" in capsys.readouterr().out
+
+
+@pytest.mark.postgres
+def test_migrate_applies_the_schema_once_and_hides_the_password(capsys) -> None:
+    import asyncio
+
+    import asyncpg
+
+    from tests.backends import PG_SERVER
+
+    database = f"credits_cli_migrate_{os.getpid()}"
+
+    async def admin(statement: str) -> None:
+        connection = await asyncpg.connect(f"{PG_SERVER.rstrip('/')}/postgres")
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{database}"'))
+    asyncio.run(admin(f'CREATE DATABASE "{database}"'))
+    try:
+        dsn = f"{PG_SERVER.rstrip('/')}/{database}"
+        assert cli.main(["migrate", "--store", dsn], environ={}) == 0
+        assert "applied: 0001_initial.sql" in capsys.readouterr().out
+        assert cli.main(["migrate", "--store", dsn], environ={}) == 0
+        assert "nothing (up to date)" in capsys.readouterr().out
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+    assert cli.main(["migrate", "--store", "postgresql://bot:hunter2@127.0.0.1:1/nope"], environ={}) == 2
+    err = capsys.readouterr().err
+    assert "hunter2" not in err and "***" in err
+    assert cli.main(["migrate", "--store", "./data-dir"], environ={}) == 0
+    assert "nothing to migrate" in capsys.readouterr().out

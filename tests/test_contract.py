@@ -22,7 +22,7 @@ from storage.errors import (AccountNotFound, ApprovalClosed, CurrencyLocked, Cur
                             LeaseLost, NotFound, SelfApproval)
 from storage.model import (AlertKind, AlertSettings, AlertStatus, ApprovalStatus, ConversationRef, EntryKind,
                            RechargeSettings, Role, RowStatus, UsageRecord)
-from tests.backends import BACKENDS, open_backend
+from tests.backends import BACKENDS, open_backend, postgres_dsn
 
 T = "tenant-1"
 OTHER = "tenant-2"
@@ -1796,3 +1796,26 @@ async def test_sync_watermarks_survive_reopening_the_store(backend, tmp_path, cl
         assert (await store.verify()).ok
     finally:
         await store.close()
+
+
+# --- scheduled jobs: one leader per store ------------------------------------------------------------------------
+
+async def test_a_single_process_store_always_leads(ledger):
+    async with ledger.leading("daily-jobs") as first:
+        async with ledger.leading("daily-jobs") as again:
+            assert first is True and (again is True or ledger.__class__.__name__ == "PostgresLedger")
+
+
+async def test_postgres_lets_one_of_two_processes_lead_a_job_at_a_time(tmp_path, clock):
+    from storage.postgres_store import PostgresLedger
+    one = await open_backend("postgres", tmp_path, clock)
+    other = await PostgresLedger.open(postgres_dsn(tmp_path), clock=clock)
+    try:
+        async with one.leading("usage-sync") as first:
+            async with other.leading("usage-sync") as second, other.leading("daily-jobs") as third:
+                assert (first, second, third) == (True, False, True)
+        async with other.leading("usage-sync") as after:
+            assert after is True                           # released when the leader's block ended
+    finally:
+        await other.close()
+        await one.close()

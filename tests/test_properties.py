@@ -46,7 +46,7 @@ from storage.errors import ApprovalClosed, SelfApproval
 from storage.model import (AlertKind, AlertSettings, Approval, ApprovalDecision, ApprovalStatus, BatchResult,
                            ConversationRef, EntryKind, Posting, RechargeSettings, RowStatus, SettingsChange,
                            UsageRecord)
-from tests.backends import open_backend
+from tests.backends import BACKENDS, open_backend
 
 settings.register_profile("ci", max_examples=40, stateful_step_count=30, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
@@ -433,7 +433,7 @@ class LedgerMachine(RuleBasedStateMachine):
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-@pytest.mark.parametrize("backend", ["reference", "tinydb"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_state_machine(backend: str) -> None:
     backends = ("reference",) if backend == "reference" else ("reference", backend)
     machine = type(f"LedgerMachine_{backend}", (LedgerMachine,), {"BACKENDS": backends})

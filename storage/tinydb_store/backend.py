@@ -907,7 +907,7 @@ class TinyLedger(Ledger):
             acct = self._acct(t)
             entries = [Entry.from_dict(d) for d in acct.entries.oldest_first(acct.state.entry_count)]
             total += len(entries)
-            problems.extend(f"{t}: {p}" for p in verify_journal(acct.state, entries))
+            problems.extend(f"{t}: {p}" for p in engine.verify_journal(acct.state, entries))
             keys = self._keys(acct)
             for entry in entries:
                 if entry.kind is not EntryKind.AUTO_RECHARGE and entry.key not in keys:
@@ -980,33 +980,3 @@ def _skip_destination(alerts: Iterable[Alert], conversation_id: str) -> list[Ale
         if alert.status is AlertStatus.PENDING and conversation_id in alert.pending_destinations:
             changed.append(_settled(replace(alert, skipped=alert.skipped + (conversation_id,))))
     return changed
-
-
-def verify_journal(state: BookState, entries: Sequence[Entry]) -> list[str]:
-    """Invariants between a hot state and the full journal it claims to summarise."""
-    problems: list[str] = []
-    running = 0
-    for i, entry in enumerate(entries, start=1):
-        if entry.seq != i:
-            problems.append(f"entry seq {entry.seq} where {i} was expected")
-            break
-        running += entry.amount
-        if entry.balance_after != running:
-            problems.append(f"entry {entry.seq}: balance_after {entry.balance_after} != running sum {running}")
-            break
-    if state.entry_count != len(entries):
-        problems.append(f"entry count {state.entry_count} != {len(entries)} entries stored")
-    if state.balance != running:
-        problems.append(f"balance snapshot {state.balance} != sum of entries {running}")
-    lots, deficit = engine.lots_replayed(entries)
-    stored = [(l.lot_id, l.remaining, l.expires_at) for l in state.lots]
-    replayed = [(l.lot_id, l.remaining, l.expires_at) for l in lots]
-    if stored != replayed:
-        problems.append(f"open lots {stored} != lots replayed from entries {replayed}")
-    if deficit != state.deficit:
-        problems.append(f"deficit {state.deficit} != replayed {deficit}")
-    if sum(l.remaining for l in state.lots) - state.deficit != state.balance:
-        problems.append("open lots minus deficit != balance")
-    if state.deficit and any(l.remaining for l in state.lots):
-        problems.append("a deficit while lots hold money")
-    return problems
