@@ -13,7 +13,6 @@ SQL files (migrations/), applied in order at `open` (see `migrate`).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -21,6 +20,7 @@ from importlib import resources
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 
 import asyncpg
+import orjson
 
 from .. import engine, policy
 from ..clock import Clock, utc_now
@@ -85,7 +85,29 @@ async def migrate(dsn: str) -> list[str]:
 
 
 async def _init_connection(con: asyncpg.Connection) -> None:
-    await con.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    # jsonb in binary form (a version byte, then the JSON text), so that COPY can carry it too
+    await con.set_type_codec("jsonb", encoder=_jsonb_encode, decoder=_jsonb_decode, schema="pg_catalog",
+                             format="binary")
+
+
+def _jsonb_encode(value: Any) -> bytes:
+    return b"\x01" + orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _jsonb_decode(data: bytes) -> Any:
+    return orjson.loads(data[1:])
+
+
+#: Above this many rows an insert goes through COPY (a usage batch), below it through executemany.
+COPY_THRESHOLD = 64
+
+
+async def _insert(con: asyncpg.Connection, table: str, columns: Sequence[str], records: list[tuple[Any, ...]]) -> None:
+    if len(records) >= COPY_THRESHOLD:
+        await con.copy_records_to_table(table, records=records, columns=list(columns))
+    else:
+        placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+        await con.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})", records)
 
 
 # --- rows -------------------------------------------------------------------------------------------------------
@@ -245,16 +267,13 @@ class PostgresLedger(Ledger):
         tenant = tx.state.tenant_id
         if book is not None:
             if book.entries:
-                await con.executemany(
-                    "INSERT INTO entries (tenant_id, seq, kind, amount, balance_after, actor, key, at, memo, "
-                    "reference, details) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                    [(tenant, e.seq, e.kind.value, e.amount, e.balance_after, e.actor, e.key, e.at, e.memo,
-                      e.reference, dict(e.details)) for e in book.entries])
+                await _insert(con, "entries", ("tenant_id", "seq", "kind", "amount", "balance_after", "actor", "key",
+                                               "at", "memo", "reference", "details"),
+                              [(tenant, e.seq, e.kind.value, e.amount, e.balance_after, e.actor, e.key, e.at, e.memo,
+                                e.reference, dict(e.details)) for e in book.entries])
             if book.audit:
-                await con.executemany(
-                    "INSERT INTO audit (tenant_id, seq, at, actor, action, key, details) "
-                    "VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    [(tenant, r.seq, r.at, r.actor, r.action, r.key, dict(r.details)) for r in book.audit])
+                await _insert(con, "audit", ("tenant_id", "seq", "at", "actor", "action", "key", "details"),
+                              [(tenant, r.seq, r.at, r.actor, r.action, r.key, dict(r.details)) for r in book.audit])
             for alert in book.alerts:   # one by one, in the order raised: `n` is the order of creation
                 await con.execute(
                     "INSERT INTO alerts (alert_id, tenant_id, created_at, kind, key, payload, destinations, "
@@ -271,9 +290,8 @@ class PostgresLedger(Ledger):
                 "WHERE tenant_id = $1", tenant, s.currency, s.balance, s.entry_count, s.audit_count, s.to_dict())
             tx.state = s
         if tx.ops:
-            await con.executemany(
-                "INSERT INTO ops (tenant_id, key, operation, fingerprint, result) VALUES ($1, $2, $3, $4, $5)",
-                [(tenant, key, op, fp, result) for key, op, fp, result in tx.ops])
+            await _insert(con, "ops", ("tenant_id", "key", "operation", "fingerprint", "result"),
+                          [(tenant, key, op, fp, result) for key, op, fp, result in tx.ops])
             tx.ops = []
 
     async def _save_alerts(self, con: asyncpg.Connection, alerts: Iterable[Alert]) -> None:
