@@ -176,3 +176,25 @@ def test_sync_without_graph_settings_says_what_to_set(tmp_path: Path, capsys: py
     err = capsys.readouterr().err
     assert "GRAPH_CLIENT_ID" in err and "import-usage" in err
 
+
+
+@pytest.mark.postgres
+async def test_import_into_postgres_while_a_bot_has_it_open(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """PostgreSQL is shared: the CLI opens it directly, next to a running bot's ledger, and the import is
+    idempotent there too."""
+    from storage.clock import utc_now
+    from tests.backends import open_backend, postgres_dsn
+
+    running = await open_backend("postgres", tmp_path, utc_now)  # type: ignore[arg-type]
+    try:
+        await running.open_account(TENANT, "USD")
+        await running.add_funds(TENANT, 10_000, actor="admin", key="seed")
+        csv = write_csv(tmp_path / "PSTN.calls.csv", row("u1", "1.2500"), row("u2", "0.5000", fee="0.0100"))
+        dsn = postgres_dsn(tmp_path)
+        for expected in ("debited:         2   $1.76", "debited:         0"):
+            code = await asyncio.to_thread(cli.main, ["import-usage", str(csv), "--store", dsn], environ={})
+            assert code == 0 and expected in capsys.readouterr().out
+        assert (await running.get_account(TENANT)).balance == 10_000 - 176
+        assert (await running.verify(TENANT)).ok
+    finally:
+        await running.close()
