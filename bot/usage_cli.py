@@ -12,7 +12,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import aiohttp
 from rich.console import Console
@@ -38,7 +38,8 @@ class CliError(Exception):
 
 
 def import_usage(settings: Settings, file: Path, *, tenant: str | None, store: str | None) -> int:
-    from .usage.csv_export import ExportError, export_size, read_export
+    from .usage.csv_export import ExportError, export_size
+    from .usage.files import ExportReaderDied
 
     location = store or settings.store
     try:
@@ -47,24 +48,27 @@ def import_usage(settings: Settings, file: Path, *, tenant: str | None, store: s
             raise CliError(f"no such file: {file}")
         size = export_size(file)
         with _progress(file.name, size) as advance:
-            rows = read_export(file, progress=advance)
-            report = asyncio.run(_import(location, tenant, rows, settings))
-    except (CliError, ExportError, UsageTargetError) as exc:
+            report = asyncio.run(_import(location, tenant, file, advance, settings))
+    except (CliError, ExportError, ExportReaderDied, UsageTargetError) as exc:
         return _fail(str(exc))
     print(format_report(report, settings.locale, title=f"Imported {file.name}"))
     return 1 if report.rejected else 0
 
 
-async def _import(location: str, tenant: str | None, rows: Iterator[UsageRow | BadRow],
+async def _import(location: str, tenant: str | None, file: Path, advance: Callable[[int], None],
                   settings: Settings) -> UsageReport:
+    from .usage.csv_export import read_export
+    from .usage.files import export_rows_in_a_process
+
     try:
         ledger = await open_ledger(location)
     except StoreLocked:
-        return await _import_via_bot(location, tenant, rows)
+        return await _import_via_bot(location, tenant, read_export(file, progress=advance))
     try:
         target = await resolve_tenant(ledger, tenant)
         service = UsageService(ledger, None, interval_minutes=60, billed=settings.billed_capabilities)
-        return await service.import_rows(target, rows, source="csv")
+        # parsing runs in a child process, on another core, while this one records
+        return await service.import_rows(target, export_rows_in_a_process(file, progress=advance), source="csv")
     finally:
         await ledger.close()
 

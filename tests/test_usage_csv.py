@@ -465,3 +465,31 @@ def test_the_demo_summary_agrees_with_what_is_read_back(tmp_path):
     assert summary.last_call == max(r.occurred_at for r in rows)
     assert summary.last_call < datetime(2026, 10, 31, tzinfo=UTC)
     assert {r.currency for r in rows} == {"USD"}
+
+
+async def test_a_parser_process_that_dies_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    import multiprocessing
+
+    from bot.usage.files import ExportReaderDied, export_rows_in_a_process
+
+    path = tmp_path / "PSTN.calls.big.csv"
+    write_demo_csv(path, start=datetime(2026, 10, 1, tzinfo=timezone.utc), days=5, calls_per_day=200)
+    rows = export_rows_in_a_process(path, step=10)
+    first = await rows.__anext__()
+    assert first.usage_id
+    for child in multiprocessing.active_children():
+        child.kill()
+    with pytest.raises(ExportReaderDied):
+        async for _ in rows:
+            pass
+
+
+async def test_rows_parsed_in_a_process_are_the_rows_read_directly(tmp_path: Path) -> None:
+    from bot.usage.files import export_rows_in_a_process
+
+    path = tmp_path / "PSTN.calls.small.csv"
+    write_demo_csv(path, start=datetime(2026, 10, 1, tzinfo=timezone.utc), days=2, calls_per_day=30)
+    consumed: list[int] = []
+    via_process = [row async for row in export_rows_in_a_process(path, progress=consumed.append, step=7)]
+    assert via_process == list(read_export(path))
+    assert sum(consumed) == export_size(path)
