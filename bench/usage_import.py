@@ -3,7 +3,7 @@
     python bench/usage_import.py [--rows 100000] [--backend tinydb] [--quick]
 
 Writes an export of `--rows` invented calls (`bot.usage.demo`), then imports it the way `python -m bot
-import-usage` does (streaming CSV reader in a child process, batches of 2,000 rows, one atomic ledger unit each) into a fresh store,
+import-usage` does (streaming CSV reader, in a child process for PostgreSQL, batches of 2,000 rows, one atomic ledger unit each) into a fresh store,
 in a child process so that its peak RSS is the import's own. Prints rows/s, the wall time, the child's peak
 RSS, and a JSON summary last. Targets (issue 6; a benchmark, never a test): 100k rows <= 10 s on TinyDB; 1M rows
 <= 60 s with peak RSS <= 250 MB on PostgreSQL.
@@ -30,7 +30,7 @@ TENANT = "bench-tenant"
 
 
 async def _import(store: str, csv: Path) -> dict[str, object]:
-    from bot.usage.files import export_rows_in_a_process
+    from bot.usage.files import export_rows_for
     from bot.usage.service import UsageService
     from storage import open_ledger
 
@@ -40,7 +40,7 @@ async def _import(store: str, csv: Path) -> dict[str, object]:
         await ledger.add_funds(TENANT, 10_000_000, actor="bench", key="seed")
         started = time.perf_counter()
         report = await UsageService(ledger, None, interval_minutes=60).import_rows(
-            TENANT, export_rows_in_a_process(csv), source="csv")
+            TENANT, export_rows_for(ledger, csv), source="csv")
         seconds = time.perf_counter() - started
         peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss   # the import's peak, before verify reads all
         ok = (await ledger.verify(TENANT)).ok

@@ -58,7 +58,7 @@ def import_usage(settings: Settings, file: Path, *, tenant: str | None, store: s
 async def _import(location: str, tenant: str | None, file: Path, advance: Callable[[int], None],
                   settings: Settings) -> UsageReport:
     from .usage.csv_export import read_export
-    from .usage.files import export_rows_in_a_process
+    from .usage.files import export_rows_for
 
     try:
         ledger = await open_ledger(location)
@@ -67,8 +67,7 @@ async def _import(location: str, tenant: str | None, file: Path, advance: Callab
     try:
         target = await resolve_tenant(ledger, tenant)
         service = UsageService(ledger, None, interval_minutes=60, billed=settings.billed_capabilities)
-        # parsing runs in a child process, on another core, while this one records
-        return await service.import_rows(target, export_rows_in_a_process(file, progress=advance), source="csv")
+        return await service.import_rows(target, export_rows_for(ledger, file, progress=advance), source="csv")
     finally:
         await ledger.close()
 

@@ -68,6 +68,9 @@ class Ledger(abc.ABC):
     """Async ledger of Communications Credits. See the module docstring for the semantics every backend keeps."""
 
     _alert_listeners: tuple[Callable[[], None], ...] = ()
+    #: True when the backend does its work in its own thread (TinyDB's writer), so the event loop stays free for
+    #: the caller's own CPU work (parsing an import); False when the work runs on the loop (asyncpg).
+    works_off_the_loop: bool = False
 
     # --- waking the notifier ------------------------------------------------------------------------------------
     def add_alert_listener(self, listener: Callable[[], None]) -> None:

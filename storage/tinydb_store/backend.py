@@ -131,6 +131,8 @@ class _Change:
 class TinyLedger(Ledger):
     """The embedded backend. Open with `await TinyLedger.open(path)`; one process per store."""
 
+    works_off_the_loop = True
+
     def __init__(self, root: Path, *, clock: Clock, max_attempts: int) -> None:
         self._root = root
         self._clock = clock
