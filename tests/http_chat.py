@@ -61,10 +61,22 @@ def settings_for(tmp_path: Path, **extra: str) -> Settings:
     return Settings.from_env({"CREDITS_STORE": str(tmp_path / "store"), "CREDITS_ADMINS": ADMIN, **extra})
 
 
-@pytest.fixture
-async def chat(tmp_path: Path, fake_connector: FakeConnector, aiohttp_client: Any) -> Chat:
-    """Local mode: no app id, authentication off (as with the Playground)."""
-    client = await aiohttp_client(create_app(settings_for(tmp_path)))
+async def store_for(backend: str, tmp_path: Path) -> str:
+    """A `CREDITS_STORE` of `backend` for one test: a directory in `tmp_path`, or a fresh PostgreSQL database."""
+    if backend == "tinydb":
+        return str(tmp_path / "store")
+    from storage.clock import utc_now
+    from tests.backends import open_backend, postgres_dsn
+
+    await (await open_backend("postgres", tmp_path, utc_now)).close()  # type: ignore[arg-type]
+    return postgres_dsn(tmp_path)
+
+
+@pytest.fixture(params=["tinydb", "postgres"])
+async def chat(request: Any, tmp_path: Path, fake_connector: FakeConnector, aiohttp_client: Any) -> Chat:
+    """Local mode: no app id, authentication off (as with the Playground), on each persistent backend."""
+    store = await store_for(request.param, tmp_path)
+    client = await aiohttp_client(create_app(settings_for(tmp_path, CREDITS_STORE=store)))
     return Chat(client, fake_connector)
 
 

@@ -24,7 +24,7 @@ from bot.notifier import Backoff, Notifier
 from storage import Alert, AlertKind, AlertStatus, FakeClock, UsageRecord, open_ledger
 from tests import teams
 from tests.fakes.connector import FakeConnector
-from tests.http_chat import Chat, settings_for
+from tests.http_chat import Chat, settings_for, store_for
 
 TENANT = teams.TENANT
 START = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
@@ -72,11 +72,14 @@ class World:
 
 
 async def open_world(tmp_path: Path, connector: FakeConnector, aiohttp_client: Any, clock: FakeClock,
-                     **env: str) -> World:
+                     backend: str = "tinydb", **env: str) -> World:
+    """An app over a store of `backend` in `tmp_path` (the same store when called again with the same path)."""
     async def opener(store: str):  # type: ignore[no-untyped-def]
         return await open_ledger(store, clock=clock, max_attempts=ATTEMPTS)
 
-    app = create_app(settings_for(tmp_path, **env), ledger_opener=opener, clock=clock, background=False)
+    store = await store_for(backend, tmp_path)
+    app = create_app(settings_for(tmp_path, CREDITS_STORE=store, **env), ledger_opener=opener, clock=clock,
+                     background=False)
     return World(await aiohttp_client(app), connector, clock)
 
 
@@ -85,9 +88,15 @@ def clock() -> FakeClock:
     return FakeClock(START)
 
 
+@pytest.fixture(params=["tinydb", "postgres"])
+def backend(request: Any) -> str:
+    return request.param
+
+
 @pytest.fixture
-async def world(tmp_path: Path, fake_connector: FakeConnector, aiohttp_client: Any, clock: FakeClock) -> World:
-    return await open_world(tmp_path, fake_connector, aiohttp_client, clock)
+async def world(tmp_path: Path, fake_connector: FakeConnector, aiohttp_client: Any, clock: FakeClock,
+                backend: str) -> World:
+    return await open_world(tmp_path, fake_connector, aiohttp_client, clock, backend)
 
 
 def alert_refs(activity: dict[str, Any]) -> list[str]:
@@ -298,8 +307,8 @@ async def test_a_balance_hovering_around_a_threshold_alerts_once_per_real_crossi
 # --- restarts ---------------------------------------------------------------------------------------------------
 
 async def test_a_new_app_on_the_same_store_delivers_what_a_stopped_one_left(
-        tmp_path: Path, fake_connector: FakeConnector, aiohttp_client: Any, clock: FakeClock) -> None:
-    first = await open_world(tmp_path, fake_connector, aiohttp_client, clock)
+        tmp_path: Path, fake_connector: FakeConnector, aiohttp_client: Any, clock: FakeClock, backend: str) -> None:
+    first = await open_world(tmp_path, fake_connector, aiohttp_client, clock, backend)
     await subscribe_three(first)
     await first.chat.say("alerts 100, 50, 25")
     await first.chat.say("add 120")
@@ -329,15 +338,15 @@ async def test_a_new_app_on_the_same_store_delivers_what_a_stopped_one_left(
     assert len(deliveries(fake_connector)) == 2
 
     clock.advance(minutes=6)                               # past the stopped app's lease
-    second = await open_world(tmp_path, fake_connector, aiohttp_client, clock)
+    second = await open_world(tmp_path, fake_connector, aiohttp_client, clock, backend)
     await second.drain()
     alerts = await expect_every_alert_once(second)
     assert sum(len(a.delivered) for a in alerts) > 2
 
 
 async def test_a_crash_between_send_and_mark_resends_the_same_alert_once(
-        tmp_path: Path, fake_connector: FakeConnector, aiohttp_client: Any, clock: FakeClock) -> None:
-    first = await open_world(tmp_path, fake_connector, aiohttp_client, clock)
+        tmp_path: Path, fake_connector: FakeConnector, aiohttp_client: Any, clock: FakeClock, backend: str) -> None:
+    first = await open_world(tmp_path, fake_connector, aiohttp_client, clock, backend)
     await first.chat.say("subscribe", scope="channel")
     await first.chat.say("alerts 50")
     await first.chat.say("add 60")
@@ -357,7 +366,7 @@ async def test_a_crash_between_send_and_mark_resends_the_same_alert_once(
     await first.client.close()
 
     clock.advance(minutes=6)
-    second = await open_world(tmp_path, fake_connector, aiohttp_client, clock)
+    second = await open_world(tmp_path, fake_connector, aiohttp_client, clock, backend)
     await second.drain()
     [alert] = await second.outbox()
     assert alert.status is AlertStatus.DELIVERED
