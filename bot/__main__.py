@@ -62,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "them. Works while the bot is running on the same store.")
     sync.add_argument("--tenant", help="only this tenant's account (default: every account)")
     sync.add_argument("--store", help="store to use instead of CREDITS_STORE")
+    copy = commands.add_parser(
+        "copy-store", help="copy a whole store into an empty one (TinyDB <-> PostgreSQL), then verify the copy",
+        description="Copy every account of SRC (entries, idempotency records, alerts, audit, settings, roles, "
+                    "approvals, subscriptions, conversations, sync watermarks) into DST, which must hold no "
+                    "account, then check that DST verifies and holds exactly the same facts. Stop the bot on SRC "
+                    "first. Exit 1 if the check found problems.")
+    copy.add_argument("src", metavar="SRC", help="store to copy: a directory (TinyDB) or a postgresql:// URL")
+    copy.add_argument("dst", metavar="DST", help="empty store to copy into: a directory or a postgresql:// URL")
     demo = commands.add_parser(
         "demo-usage", help="write a realistic PSTN usage CSV with invented people and numbers",
         description="Write an admin-center-shaped PSTN.calls CSV of invented calls over the last days, to try "
@@ -88,6 +96,8 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
         return serve(settings)
     if args.command == "migrate":
         return migrate(settings, store=args.store)
+    if args.command == "copy-store":
+        return copy_store(args.src, args.dst)
     if args.command in ("import-usage", "sync", "demo-usage"):
         from . import usage_cli
         if args.command == "import-usage":
@@ -167,6 +177,70 @@ def migrate(settings: Settings, *, store: str | None = None) -> int:
     print(f"store: {redact_url(location)}")
     print(f"applied: {', '.join(applied) if applied else 'nothing (up to date)'}")
     return 0
+
+
+class _Refused(Exception):
+    """A copy that must not start (a destination that is not empty)."""
+
+
+def copy_store(src: str, dst: str) -> int:
+    """Copy the store `src` into the empty store `dst` and verify the copy: 0 when verified, 1 when the check
+    found problems, 2 when it could not run (bad location, locked or missing source, non-empty destination)."""
+    for name, location in (("SRC", src), ("DST", dst)):
+        problem = check_store(location)
+        if problem:
+            return _fail(f"{name}: {problem}")
+        if location.startswith("memory:"):
+            return _fail(f"{name}: memory:// holds nothing that lasts; use a directory or a postgresql:// URL")
+    if "://" not in src and not Path(src).is_dir():
+        return _fail(f"SRC: no store at {src} (nothing to copy)")
+    if _same_store(src, dst):
+        return _fail("SRC and DST are the same store")
+    try:
+        report = asyncio.run(_copy_store(src, dst))
+    except _Refused as exc:
+        return _fail(str(exc))
+    except (LedgerError, ValueError) as exc:  # StoreLocked, StoreCorrupt, an account already in DST
+        return _fail(str(exc))
+    except NotImplementedError as exc:
+        return _fail(f"copy-store: {exc}")
+    except Exception as exc:  # asyncpg's and the OS's errors: say which, never a URL's password
+        return _fail(f"copy-store {redact_url(src)} -> {redact_url(dst)}: {type(exc).__name__}")
+    print(f"source: {redact_url(src)}")
+    print(f"destination: {redact_url(dst)}")
+    print(f"accounts: {report.accounts}")
+    print(f"entries: {report.entries}")
+    print(f"alerts: {report.alerts}")
+    if report.ok:
+        print("verified: ok")
+        return 0
+    print(f"verified: {len(report.problems)} problems")
+    for problem in report.problems:
+        print(f"  - {problem}")
+    return 1
+
+
+def _same_store(a: str, b: str) -> bool:
+    if "://" in a or "://" in b:
+        return a == b
+    return Path(a).resolve() == Path(b).resolve()
+
+
+async def _copy_store(src: str, dst: str):  # type: ignore[no-untyped-def]
+    from storage.transfer import copy_store as copy
+    source = await open_ledger(src)
+    try:
+        target = await open_ledger(dst)
+        try:
+            present = await target.tenants()
+            if present:
+                raise _Refused(f"DST {redact_url(dst)} is not empty ({len(present)} accounts): "
+                               "copy-store only copies into an empty store")
+            return await copy(source, target)
+        finally:
+            await target.close()
+    finally:
+        await source.close()
 
 
 def _fail(message: str) -> int:

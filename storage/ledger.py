@@ -286,6 +286,20 @@ class Ledger(abc.ABC):
     async def audit(self, tenant_id: str, *, limit: int = 20, before: int | None = None) -> Page:
         """Audit records newest first (same paging as `history`)."""
 
+    # --- copying a store (storage/transfer.py) --------------------------------------------------------------
+    @abc.abstractmethod
+    async def export_account(self, tenant_id: str) -> dict[str, Any]:
+        """Every fact of the account as plain JSON-safe data (`storage.transfer` documents the format):
+        {"format": 1, "tenant_id", "state": BookState dict, "entries" (oldest first), "ops" (neutral
+        {"key", "operation", "fingerprint", "result"}), "alerts" (oldest first, each with its creation
+        number "n"), "audit", "subscriptions", "roles", "approvals" (in request order), "conversations",
+        "watermarks": {source: iso}}. `AccountNotFound` for an unknown tenant."""
+
+    @abc.abstractmethod
+    async def import_account(self, data: Mapping[str, Any]) -> None:
+        """Write an exported account as it is (no rule is run again) into this store, in one atomic unit.
+        `ValueError` if the tenant already has an account here, or if `data` is not an export this code reads."""
+
     # --- health ---------------------------------------------------------------------------------------------
     @abc.abstractmethod
     async def verify(self, tenant_id: str | None = None) -> VerifyReport:

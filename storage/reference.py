@@ -224,7 +224,7 @@ from .model import (Account, Alert, AlertKind, AlertSettings, AlertStatus, Appro
                     ApprovalStatus, AuditRecord, BatchResult,
                     ConversationRef, Entry, EntryKind, Lot, Page, Posting, RechargeSettings, Role, RoleGrant,
                     RowOutcome, RowStatus, SettingsChange, Subscription, SYSTEM_ACTOR, UsageRecord,
-                    VerifyReport, iso)
+                    VerifyReport, iso, parse_iso)
 from .money import check_minor, normalize_currency
 
 _CREDIT_KINDS = (EntryKind.FUNDS_ADDED, EntryKind.AUTO_RECHARGE, EntryKind.ADJUSTMENT)
@@ -957,6 +957,73 @@ class ReferenceLedger(Ledger):
 
     async def audit(self, tenant_id: str, *, limit: int = 20, before: int | None = None) -> Page:
         return self._page(self._account(tenant_id).audit, limit, before)
+
+    # --- copying a store (storage/transfer.py) ----------------------------------------------------------------
+    def _book_state(self, acct: _AccountState) -> dict[str, Any]:
+        """What the incremental backends would keep as the account's hot state, derived from the facts."""
+        lots, deficit = replay_lots(acct.entries)
+        recharges = recharges_of(acct.entries)
+        month = policy.month_key(recharges[-1].at) if recharges else ""
+        now = self._now()
+        return {
+            "tenant_id": acct.tenant_id, "currency": acct.currency, "created_at": iso(acct.created_at),
+            "balance": balance_of(acct.entries), "deficit": deficit, "entry_count": len(acct.entries),
+            "audit_count": len(acct.audit), "lots": [lot.to_dict() for lot in lots],
+            "recharge": acct.recharge.to_dict(), "alerts": acct.alert_settings.to_dict(),
+            "recharge_month": month,
+            "recharged_in_month": sum(e.amount for e in recharges if policy.month_key(e.at) == month),
+            "recent_recharges": [iso(e.at) for e in recharges if now - e.at < policy.BREAKER_WINDOW],
+            "armed": {str(t): v for t, v in acct.threshold_armed.items()},
+            "exhausted_armed": acct.exhausted_armed, "blocked_armed": acct.blocked_armed,
+            "alert_count": sum(1 for a in self._alerts if a.tenant_id == acct.tenant_id),
+        }
+
+    async def export_account(self, tenant_id: str) -> dict[str, Any]:
+        from . import transfer
+        acct = self._account(tenant_id)
+        mine = self._oldest_first([a for a in self._alerts if a.tenant_id == tenant_id])
+        return {
+            "format": transfer.FORMAT, "tenant_id": tenant_id, "state": self._book_state(acct),
+            "entries": [e.to_dict() for e in acct.entries],
+            "ops": [{"key": key, "operation": r.operation, "fingerprint": r.fingerprint,
+                     "result": transfer.compact_result(r.operation, r.result)} for key, r in acct.ops.items()],
+            "alerts": [{**a.to_dict(), "n": n} for n, a in enumerate(mine, start=1)],
+            "audit": [r.to_dict() for r in acct.audit],
+            "subscriptions": [acct.subscriptions[c].to_dict() for c in sorted(acct.subscriptions)],
+            "roles": [acct.roles[u].to_dict() for u in sorted(acct.roles)],
+            "approvals": [a.to_dict() for a in acct.approvals.values()],
+            "conversations": [r.to_dict() for r in await self.conversations(tenant_id)],
+            "watermarks": {source: iso(until) for source, until in sorted(acct.watermarks.items())},
+        }
+
+    async def import_account(self, data: Mapping[str, Any]) -> None:
+        from . import transfer
+        tenant = transfer.check_export(data)
+        with self._atomic():
+            if tenant in self._accounts:
+                raise ValueError(f"the store already has an account for tenant {tenant!r}")
+            state = data["state"]
+            entries = {e["seq"]: e for e in data["entries"]}
+            acct = _AccountState(
+                tenant, state["currency"], parse_iso(state["created_at"]),
+                entries=[Entry.from_dict(e) for e in data["entries"]],
+                ops={o["key"]: _OpRecord(o["operation"], o["fingerprint"],
+                                         transfer.expand_result(o["operation"], o["result"], entries))
+                     for o in data["ops"]},
+                recharge=RechargeSettings.from_dict(state["recharge"]),
+                alert_settings=AlertSettings.from_dict(state["alerts"]),
+                subscriptions={d["conversation_id"]: Subscription.from_dict(d) for d in data["subscriptions"]},
+                roles={d["user_id"]: RoleGrant.from_dict(d) for d in data["roles"]},
+                approvals={d["approval_id"]: Approval.from_dict(d) for d in data["approvals"]},
+                watermarks={source: parse_iso(until) for source, until in data["watermarks"].items()},
+                audit=[AuditRecord.from_dict(d) for d in data["audit"]],
+                threshold_armed={int(t): v for t, v in state["armed"].items()},
+                exhausted_armed=state["exhausted_armed"], blocked_armed=state["blocked_armed"])
+            self._accounts[tenant] = acct
+            self._alerts.extend(Alert.from_dict({k: v for k, v in d.items() if k != "n"}) for d in data["alerts"])
+            for d in data["conversations"]:
+                ref = ConversationRef.from_dict(d)
+                self._conversations[(tenant, ref.conversation_id)] = ref
 
     # --- health ---------------------------------------------------------------------------------------------
     async def verify(self, tenant_id: str | None = None) -> VerifyReport:

@@ -22,7 +22,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, S
 import asyncpg
 import orjson
 
-from .. import engine, policy
+from .. import engine, policy, transfer
 from ..clock import Clock, utc_now
 from ..engine import Book, BookState
 from ..errors import (AccountNotFound, ApprovalClosed, CurrencyLocked, CurrencyMismatch, IdempotencyConflict,
@@ -31,7 +31,7 @@ from ..ledger import DEFAULT_MAX_ATTEMPTS, EXPIRING_NOTICE, Ledger
 from ..model import (Account, Alert, AlertKind, AlertSettings, AlertStatus, Approval, ApprovalDecision,
                      ApprovalStatus, AuditRecord, BatchResult, ConversationRef, Entry, EntryKind, Lot, Page,
                      Posting, RechargeSettings, Role, RoleGrant, RowOutcome, RowStatus, SettingsChange,
-                     Subscription, SYSTEM_ACTOR, UsageRecord, VerifyReport, iso)
+                     Subscription, SYSTEM_ACTOR, UsageRecord, VerifyReport, iso, parse_iso)
 from ..money import check_minor, normalize_currency
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,8 @@ COPY_THRESHOLD = 64
 
 
 async def _insert(con: asyncpg.Connection, table: str, columns: Sequence[str], records: list[tuple[Any, ...]]) -> None:
+    if not records:
+        return
     if len(records) >= COPY_THRESHOLD:
         await con.copy_records_to_table(table, records=records, columns=list(columns))
     else:
@@ -889,6 +891,109 @@ class PostgresLedger(Ledger):
     async def audit(self, tenant_id: str, *, limit: int = 20, before: int | None = None) -> Page:
         return await self._page("audit", "seq, tenant_id, at, actor, action, key, details", _audit, tenant_id,
                                 limit, before)
+
+    # --- copying a store (storage/transfer.py) ----------------------------------------------------------------
+    async def export_account(self, tenant_id: str) -> dict[str, Any]:
+        async with self._read() as con:
+            async with con.transaction(isolation="repeatable_read", readonly=True):
+                row = await con.fetchrow("SELECT state FROM accounts WHERE tenant_id = $1", tenant_id)
+                if row is None:
+                    raise AccountNotFound(tenant_id)
+                t = tenant_id
+                entries = [_entry(r) for r in await con.fetch(
+                    f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE tenant_id = $1 ORDER BY seq", t)]
+                ops = await con.fetch("SELECT key, operation, fingerprint, result FROM ops WHERE tenant_id = $1 "
+                                      "ORDER BY key", t)
+                alerts = await con.fetch(f"SELECT n, {_ALERT_COLUMNS} FROM alerts WHERE tenant_id = $1 "
+                                         "ORDER BY created_at, n", t)
+                audit = await con.fetch("SELECT seq, tenant_id, at, actor, action, key, details FROM audit "
+                                        "WHERE tenant_id = $1 ORDER BY seq", t)
+                subscriptions = await self._subscriptions(con, t)
+                roles = await con.fetch("SELECT * FROM roles WHERE tenant_id = $1 ORDER BY user_id", t)
+                approvals = await con.fetch(f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE tenant_id = $1 "
+                                            "ORDER BY n", t)
+                conversations = await con.fetch("SELECT * FROM conversations WHERE tenant_id = $1 "
+                                                "ORDER BY conversation_id", t)
+                watermarks = await con.fetch("SELECT source, until FROM sync_watermarks WHERE tenant_id = $1 "
+                                             "ORDER BY source", t)
+        return {
+            "format": transfer.FORMAT, "tenant_id": tenant_id, "state": BookState.from_dict(row["state"]).to_dict(),
+            "entries": [e.to_dict() for e in entries],
+            "ops": [{"key": r["key"], "operation": r["operation"], "fingerprint": r["fingerprint"],
+                     "result": r["result"]} for r in ops],
+            "alerts": [{**_alert(r).to_dict(), "n": r["n"]} for r in alerts],
+            "audit": [_audit(r).to_dict() for r in audit],
+            "subscriptions": [s.to_dict() for s in subscriptions],
+            "roles": [_grant(r).to_dict() for r in roles],
+            "approvals": [_approval(r).to_dict() for r in approvals],
+            "conversations": [_conversation(r).to_dict() for r in conversations],
+            "watermarks": {r["source"]: iso(_utc(r["until"])) for r in watermarks},
+        }
+
+    async def import_account(self, data: Mapping[str, Any]) -> None:
+        """One transaction: the account row first (a tenant that exists already is a `ValueError`, and a
+        concurrent import of the same tenant waits on the row and then finds it), then every table."""
+        tenant = transfer.check_export(data)
+        s = BookState.from_dict(data["state"])
+        if s.tenant_id != tenant:
+            raise ValueError("the export's state belongs to another tenant")
+        entries = [Entry.from_dict(d) for d in data["entries"]]
+        records = [AuditRecord.from_dict(d) for d in data["audit"]]
+        alerts = [Alert.from_dict({k: v for k, v in d.items() if k != "n"}) for d in data["alerts"]]
+        approvals = [Approval.from_dict(d) for d in data["approvals"]]
+        subscriptions = [Subscription.from_dict(d) for d in data["subscriptions"]]
+        grants = [RoleGrant.from_dict(d) for d in data["roles"]]
+        conversations = [ConversationRef.from_dict(d) for d in data["conversations"]]
+        async with self._read() as con:
+            async with con.transaction():
+                inserted = await con.fetchval(
+                    "INSERT INTO accounts (tenant_id, currency, created_at, balance, entry_count, audit_count, state) "
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id) DO NOTHING RETURNING 1",
+                    tenant, s.currency, s.created_at, s.balance, s.entry_count, s.audit_count, s.to_dict())
+                if not inserted:
+                    raise ValueError(f"the store already has an account for tenant {tenant!r}")
+                await _insert(con, "entries", ("tenant_id", "seq", "kind", "amount", "balance_after", "actor", "key",
+                                               "at", "memo", "reference", "details"),
+                              [(tenant, e.seq, e.kind.value, e.amount, e.balance_after, e.actor, e.key, e.at, e.memo,
+                                e.reference, dict(e.details)) for e in entries])
+                await _insert(con, "audit", ("tenant_id", "seq", "at", "actor", "action", "key", "details"),
+                              [(tenant, r.seq, r.at, r.actor, r.action, r.key, dict(r.details)) for r in records])
+                await _insert(con, "ops", ("tenant_id", "key", "operation", "fingerprint", "result"),
+                              [(tenant, o["key"], o["operation"], o["fingerprint"], o["result"])
+                               for o in data["ops"]])
+                for a in alerts:   # one by one, oldest first: `n` keeps the order of creation
+                    await con.execute(
+                        "INSERT INTO alerts (alert_id, tenant_id, created_at, kind, key, payload, destinations, "
+                        "delivered, skipped, status, attempts, next_attempt_at, lease_owner, lease_until, "
+                        "last_error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                        a.alert_id, tenant, a.created_at, a.kind.value, a.key, dict(a.payload), list(a.destinations),
+                        list(a.delivered), list(a.skipped), a.status.value, a.attempts, a.next_attempt_at,
+                        a.lease_owner, a.lease_until, a.last_error)
+                for a in approvals:   # in request order: `n`
+                    await self._save_approval(con, a)
+                if subscriptions:
+                    await con.executemany(
+                        "INSERT INTO subscriptions (tenant_id, conversation_id, kinds, created_by, created_at, "
+                        "enabled, disabled_reason) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        [(tenant, x.conversation_id, [k.value for k in x.kinds], x.created_by, x.created_at,
+                          x.enabled, x.disabled_reason) for x in subscriptions])
+                if grants:
+                    await con.executemany(
+                        "INSERT INTO roles (tenant_id, user_id, role, granted_by, granted_at, display_name) "
+                        "VALUES ($1, $2, $3, $4, $5, $6)",
+                        [(tenant, g.user_id, g.role.value, g.granted_by, g.granted_at, g.display_name)
+                         for g in grants])
+                if conversations:
+                    await con.executemany(
+                        "INSERT INTO conversations (tenant_id, conversation_id, reference, updated_at) "
+                        "VALUES ($1, $2, $3, $4)",
+                        [(tenant, c.conversation_id, dict(c.reference), c.updated_at) for c in conversations])
+                if data["watermarks"]:
+                    await con.executemany(
+                        "INSERT INTO sync_watermarks (tenant_id, source, until) VALUES ($1, $2, $3)",
+                        [(tenant, source, parse_iso(until)) for source, until in data["watermarks"].items()])
+        if any(a.status is AlertStatus.PENDING for a in alerts):
+            self._alerts_queued()
 
     # --- health -----------------------------------------------------------------------------------------------
     async def verify(self, tenant_id: str | None = None) -> VerifyReport:

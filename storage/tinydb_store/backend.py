@@ -31,6 +31,7 @@ from ..model import (Account, Alert, AlertKind, AlertSettings, AlertStatus, Appr
                      RowOutcome, RowStatus, SettingsChange, Subscription, SYSTEM_ACTOR, UsageRecord,
                      VerifyReport, iso, parse_iso)
 from ..money import check_minor, normalize_currency
+from .. import transfer
 from . import files
 from .layout import ACCOUNTS, ChunkedLog, FileSet, account_dir
 from .lock import StoreLock
@@ -896,6 +897,88 @@ class TinyLedger(Ledger):
             acct = self._acct(tenant_id)
             return _page(acct.audit_log, acct.state.audit_count, limit, before, AuditRecord.from_dict)
         return await self._call(read)
+
+    # --- copying a store (storage/transfer.py) --------------------------------------------------------------------
+    async def export_account(self, tenant_id: str) -> dict[str, Any]:
+        return await self._call(self._export_account, tenant_id)
+
+    def _export_account(self, tenant_id: str) -> dict[str, Any]:
+        acct = self._acct(tenant_id)
+        entries = [Entry.from_dict(d).to_dict() for d in acct.entries.oldest_first(acct.state.entry_count)]
+        kinds = {e["seq"]: e["kind"] for e in entries}
+        ops = [{"key": d["k"], "operation": transfer.infer_operation(d["k"], d["r"], kinds), "fingerprint": d["f"],
+                "result": d["r"]} for d in acct.ops.oldest_first(acct.op_count)]
+        alerts = [{**a.to_dict(), "n": acct.order[a.alert_id]} for a in acct.outbox.values()]
+        alerts += [{**_alert(d).to_dict(), "n": d["n"]} for d in acct.alert_log.oldest_first(acct.archive_count)]
+        alerts.sort(key=lambda a: (parse_iso(a["created_at"]), a["n"]))
+        return {
+            "format": transfer.FORMAT, "tenant_id": tenant_id, "state": acct.state.to_dict(),
+            "entries": entries, "ops": ops, "alerts": alerts,
+            "audit": [AuditRecord.from_dict(d).to_dict() for d in acct.audit_log.oldest_first(acct.state.audit_count)],
+            "subscriptions": [s.to_dict() for s in sorted(acct.subscriptions.values(), key=lambda s: s.conversation_id)],
+            "roles": [g.to_dict() for g in sorted(acct.roles.values(), key=lambda g: g.user_id)],
+            "approvals": [a.to_dict() for a in acct.approvals.values()],
+            "conversations": [c.to_dict() for c in sorted(acct.conversations.values(),
+                                                          key=lambda c: c.conversation_id)],
+            "watermarks": {source: iso(until) for source, until in sorted(acct.watermarks.items())},
+        }
+
+    async def import_account(self, data: Mapping[str, Any]) -> None:
+        tenant_id = transfer.check_export(data)
+        await self._call(self._import_account, tenant_id, data)
+
+    def _import_account(self, tenant_id: str, data: Mapping[str, Any]) -> None:
+        """Write every file of the account through one journal commit, then load it like at `open`."""
+        if tenant_id in self._accounts:
+            raise ValueError(f"the store already has an account for tenant {tenant_id!r}")
+        state = BookState.from_dict(data["state"])
+        if state.tenant_id != tenant_id:
+            raise ValueError("the export's state belongs to another tenant")
+        folder = account_dir(tenant_id)
+        f = self._files
+        state_file = f"{folder}/state.json"
+        try:
+            f.table(ACCOUNTS).insert({"tenant_id": tenant_id, "folder": folder})
+            f.table(state_file, "state").upsert(_doc(state.to_dict(), 1))
+            if data["roles"]:
+                f.table(state_file, "roles").insert_multiple([RoleGrant.from_dict(d).to_dict() for d in data["roles"]])
+            if data["subscriptions"]:
+                f.table(state_file, "subscriptions").insert_multiple(
+                    [Subscription.from_dict(d).to_dict() for d in data["subscriptions"]])
+            if data["approvals"]:
+                f.table(state_file, "approvals").insert_multiple(
+                    [Approval.from_dict(d).to_dict() for d in data["approvals"]])
+            if data["watermarks"]:
+                f.table(state_file, "sync").insert_multiple(
+                    [{"source": source, "until": iso(parse_iso(until))} for source, until in data["watermarks"].items()])
+            if data["conversations"]:
+                f.table(f"{folder}/conversations.json").insert_multiple(
+                    [ConversationRef.from_dict(d).to_dict() for d in data["conversations"]])
+            # creation numbers per account, in the export's order (oldest first), like `Book.raise_alert`'s
+            pending, archived = [], []
+            for n, doc in enumerate(data["alerts"], start=1):
+                alert = _alert(doc)
+                (archived if alert.status is AlertStatus.DELIVERED else pending).append((n, alert))
+            if pending:
+                f.table(f"{folder}/outbox.json").insert_multiple([{**a.to_dict(), "n": n} for n, a in pending])
+            ChunkedLog(f, f"{folder}/alerts", ALERT_CHUNK).append(
+                [(seq, {**a.to_dict(), "archive_seq": seq, "n": n}) for seq, (n, a) in enumerate(archived, start=1)])
+            entries = [Entry.from_dict(d) for d in data["entries"]]
+            if [e.seq for e in entries] != list(range(1, len(entries) + 1)):
+                raise ValueError("the export's entries are not numbered 1, 2, ...")
+            ChunkedLog(f, f"{folder}/entries", ENTRY_CHUNK).append([(e.seq, e.to_dict()) for e in entries])
+            records = [AuditRecord.from_dict(d) for d in data["audit"]]
+            if [r.seq for r in records] != list(range(1, len(records) + 1)):
+                raise ValueError("the export's audit records are not numbered 1, 2, ...")
+            ChunkedLog(f, f"{folder}/audit", AUDIT_CHUNK).append([(r.seq, r.to_dict()) for r in records])
+            ChunkedLog(f, f"{folder}/ops", OP_CHUNK).append(
+                [(i, {"seq": i, "k": op["key"], "f": op["fingerprint"], "r": op["result"]})
+                 for i, op in enumerate(data["ops"], start=1)])
+            f.commit()
+        except BaseException:
+            f.rollback()
+            raise
+        self._load(tenant_id, folder)
 
     # --- health -------------------------------------------------------------------------------------------------
     async def verify(self, tenant_id: str | None = None) -> VerifyReport:
