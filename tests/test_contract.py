@@ -1819,3 +1819,34 @@ async def test_postgres_lets_one_of_two_processes_lead_a_job_at_a_time(tmp_path,
     finally:
         await other.close()
         await one.close()
+
+
+async def test_postgres_itself_refuses_a_journal_that_does_not_add_up(tmp_path, clock):
+    """The invariants hold in the database, not only in our code: a wrong running balance, a changed entry and a
+    balance that is not the journal's are refused at commit."""
+    import asyncpg
+
+    store = await open_backend("postgres", tmp_path, clock)
+    try:
+        await new_account(store)
+        await fund(store, 1_000)
+        await use(store, 300)
+    finally:
+        await store.close()
+    con = await asyncpg.connect(postgres_dsn(tmp_path))
+    try:
+        attempts = [
+            "INSERT INTO entries (tenant_id, seq, kind, amount, balance_after, actor, key, at) "
+            f"VALUES ('{T}', 3, 'usage', -100, 999, 'x', 'bad-1', now())",        # 700 - 100 is not 999
+            f"UPDATE entries SET amount = -1 WHERE tenant_id = '{T}' AND seq = 2",
+            f"DELETE FROM entries WHERE tenant_id = '{T}' AND seq = 2",
+            f"UPDATE accounts SET balance = 5000, state = jsonb_set(state, '{{balance}}', '5000') "
+            f"WHERE tenant_id = '{T}'",
+        ]
+        for statement in attempts:
+            with pytest.raises(asyncpg.CheckViolationError):
+                async with con.transaction():
+                    await con.execute(statement)
+        assert await con.fetchval("SELECT balance FROM accounts WHERE tenant_id = $1", T) == 700
+    finally:
+        await con.close()
