@@ -24,16 +24,17 @@ from bot.i18n import format_date, place_name, t
 from storage import Alert, AlertKind, AlertStatus, Role, Subscription, UsageRecord
 from tests import teams
 from tests.fakes.connector import FakeConnector
-from tests.http_chat import ADMIN, ALEX, MEGAN, READER, Chat, settings_for
+from tests.http_chat import ADMIN, ALEX, MEGAN, READER, Chat, settings_for, store_for
 
 GONE = "Teams answered 403: the bot is no longer in this conversation"
 WORKER = "test-worker"
 
 
-@pytest.fixture
-async def chat(tmp_path: Path, fake_connector: FakeConnector, aiohttp_client: Any) -> Chat:
+@pytest.fixture(params=["tinydb", "postgres"])
+async def chat(request: Any, tmp_path: Path, fake_connector: FakeConnector, aiohttp_client: Any) -> Chat:
     """The real app in local mode, with its notifier and daily jobs stopped: the tests drive the outbox."""
-    client = await aiohttp_client(create_app(settings_for(tmp_path), background=False))
+    store = await store_for(request.param, tmp_path)
+    client = await aiohttp_client(create_app(settings_for(tmp_path, CREDITS_STORE=store), background=False))
     chat = Chat(client, fake_connector)
     await chat.say(f"grant {READER} reader")
     return chat

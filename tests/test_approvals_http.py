@@ -11,16 +11,18 @@ import pytest
 from bot.app import create_app
 from tests import teams
 from tests.fakes.connector import FakeConnector
-from tests.http_chat import ALEX, Chat, settings_for
+from tests.http_chat import ALEX, Chat, settings_for, store_for
 from tests.test_card_actions import button, card_text, execute
 
 BEA_ID = "2b3c4d5e-0000-4000-8000-0000000000b2"
 BEA = teams.user(BEA_ID, "Bea Admin")
 
 
-@pytest.fixture
-async def chat(tmp_path: Path, fake_connector: FakeConnector, aiohttp_client: Any) -> Chat:
-    client = await aiohttp_client(create_app(settings_for(tmp_path, CREDITS_APPROVAL_THRESHOLD="1000")))
+@pytest.fixture(params=["tinydb", "postgres"])
+async def chat(request: Any, tmp_path: Path, fake_connector: FakeConnector, aiohttp_client: Any) -> Chat:
+    store = await store_for(request.param, tmp_path)
+    client = await aiohttp_client(create_app(settings_for(tmp_path, CREDITS_STORE=store,
+                                                          CREDITS_APPROVAL_THRESHOLD="1000")))
     chat = Chat(client, fake_connector)
     assert "admin" in await chat.say(f"grant {ALEX['aadObjectId']} admin")   # the bootstrap admin makes it real
     assert "admin" in await chat.say(f"grant {BEA_ID} admin")

@@ -16,7 +16,7 @@ from bot.app import create_app
 from bot.i18n import t
 from tests import teams
 from tests.fakes.connector import FakeConnector
-from tests.http_chat import Chat, settings_for
+from tests.http_chat import Chat, settings_for, store_for
 
 BOOTSTRAP = "00000000-0000-0000-0000-0000000000020"
 ADMIN = "1a2b3c4d-0000-4000-8000-00000000ad01"
@@ -55,11 +55,12 @@ async def _state(chat: Chat, tenant: str) -> Any:
             await chat.ledger.roles(tenant), len((await chat.ledger.audit(tenant, limit=500)).items))
 
 
-@pytest.fixture
-async def chat(tmp_path: Path, fake_connector: FakeConnector, aiohttp_client: Any) -> Chat:
+@pytest.fixture(params=["tinydb", "postgres"])
+async def chat(request: Any, tmp_path: Path, fake_connector: FakeConnector, aiohttp_client: Any) -> Chat:
     """An account where the bootstrap admin has granted an admin and a reader (from then on only the granted
     admin is admin: bootstrap admins count until the tenant has an admin of its own)."""
-    client = await aiohttp_client(create_app(settings_for(tmp_path)))
+    store = await store_for(request.param, tmp_path)
+    client = await aiohttp_client(create_app(settings_for(tmp_path, CREDITS_STORE=store)))
     chat = Chat(client, fake_connector)
     boot = teams.user(BOOTSTRAP, "Alex Wilber")
     assert "reader" in await chat.say(f"grant {READER} reader", sender=boot)

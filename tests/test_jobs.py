@@ -8,6 +8,7 @@ from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.app import JOBS, LEDGER, create_app
@@ -19,6 +20,11 @@ from tests.http_chat import settings_for
 from tests.test_notifier import START, open_world
 
 TENANT = teams.TENANT
+
+
+@pytest.fixture(params=["tinydb", "postgres"])
+def backend(request: Any) -> str:
+    return request.param
 
 
 def test_next_run_is_the_next_time_of_day_strictly_after() -> None:
@@ -35,9 +41,9 @@ def test_next_run_is_the_next_time_of_day_strictly_after() -> None:
 
 
 async def test_expiring_credit_is_announced_once_and_expired_credit_is_written_off(
-        tmp_path: Path, fake_connector: FakeConnector, aiohttp_client: Any) -> None:
+        tmp_path: Path, fake_connector: FakeConnector, aiohttp_client: Any, backend: str) -> None:
     clock = FakeClock(START)
-    w = await open_world(tmp_path, fake_connector, aiohttp_client, clock)
+    w = await open_world(tmp_path, fake_connector, aiohttp_client, clock, backend)
     await w.chat.say("subscribe expiring", scope="channel")
     await w.chat.say("add 80")
     await w.debit("call-1", 3000)                          # 50.00 left in the lot
@@ -65,9 +71,9 @@ async def test_expiring_credit_is_announced_once_and_expired_credit_is_written_o
 
 
 async def test_a_forecast_alert_comes_once_per_funding_not_once_a_day(
-        tmp_path: Path, fake_connector: FakeConnector, aiohttp_client: Any) -> None:
+        tmp_path: Path, fake_connector: FakeConnector, aiohttp_client: Any, backend: str) -> None:
     clock = FakeClock(START)
-    w = await open_world(tmp_path, fake_connector, aiohttp_client, clock)
+    w = await open_world(tmp_path, fake_connector, aiohttp_client, clock, backend)
     await w.chat.say("subscribe forecast", scope="channel")
     await w.chat.say("add 100")
     await w.debit("call-1", 9000)                          # 10.00 left; 90.00 over 30 days = 3.00 a day
@@ -92,9 +98,9 @@ async def test_a_forecast_alert_comes_once_per_funding_not_once_a_day(
 
 
 async def test_no_forecast_alert_when_auto_recharge_will_step_in_or_zero_is_far(
-        tmp_path: Path, fake_connector: FakeConnector, aiohttp_client: Any) -> None:
+        tmp_path: Path, fake_connector: FakeConnector, aiohttp_client: Any, backend: str) -> None:
     clock = FakeClock(START)
-    w = await open_world(tmp_path, fake_connector, aiohttp_client, clock)
+    w = await open_world(tmp_path, fake_connector, aiohttp_client, clock, backend)
     await w.chat.say("subscribe forecast", scope="channel")
     await w.chat.say("add 1000")
     await w.debit("call-1", 3000)                          # 970.00 left at 1.00 a day: zero in 970 days
