@@ -16,9 +16,10 @@ from datetime import datetime
 from typing import Any, Mapping, Sequence
 
 from . import policy
-from .errors import InsufficientFunds
+from .errors import CurrencyMismatch, InsufficientFunds, InvalidUsage
 from .model import (Alert, AlertKind, AlertSettings, AlertStatus, AuditRecord, Entry, EntryKind, Lot, Posting,
-                    RechargeSettings, Subscription, SYSTEM_ACTOR, iso, parse_iso)
+                    RechargeSettings, RowOutcome, RowStatus, Subscription, SYSTEM_ACTOR, UsageRecord, iso, parse_iso)
+from .money import check_minor
 
 
 @dataclass
@@ -277,3 +278,43 @@ def verify_journal(state: BookState, entries: Sequence[Entry]) -> list[str]:
     if state.deficit and any(l.remaining for l in state.lots):
         problems.append("a deficit while lots hold money")
     return problems
+
+
+# --- usage rows (the same steps in every backend; the backend looks the key up between them) -----------------------
+
+def usage_key(usage: UsageRecord) -> tuple[str, str, str]:
+    """What a usage row must carry before its key is looked up: a usable id (not empty, not in a namespace the
+    ledger reserves) and an aware call time, else `InvalidUsage`. Returns the id (the idempotency key), the
+    row's fingerprint, and the call time as stored (ISO 8601, UTC) for `debit_usage`."""
+    usage_id = getattr(usage, "usage_id", None)
+    if not isinstance(usage_id, str) or not usage_id or policy.is_reserved_key(usage_id):
+        raise InvalidUsage("bad_usage_id", repr(usage_id)[:80])
+    when = getattr(usage, "occurred_at", None)
+    if not isinstance(when, datetime) or when.tzinfo is None or when.utcoffset() is None:
+        raise InvalidUsage("bad_time", usage_id)
+    args = usage.fingerprint_args()
+    return usage_id, policy.usage_fingerprint(args), args["occurred_at"]
+
+
+def debit_usage(book: Book, usage: UsageRecord, actor: str, occurred_at: str) -> Posting:
+    """A new usage row's debit (it may take the balance below zero: usage is a fact), then what follows it
+    (auto-recharge, alerts). `occurred_at` is the call time `usage_key` gave. `CurrencyMismatch` or
+    `InvalidAmount` leave the book untouched."""
+    if not isinstance(usage.currency, str) or usage.currency.strip().upper() != book.state.currency:
+        raise CurrencyMismatch(book.state.currency, str(usage.currency))
+    check_minor(usage.amount)
+    primary = book.debit(EntryKind.USAGE, usage.amount, actor=actor, key=usage.usage_id, reference=usage.usage_id,
+                         details={**usage.details, "occurred_at": occurred_at}, may_go_negative=True)
+    return book.settle(primary)
+
+
+def audit_usage(book: Book, actor: str, outcomes: Sequence[RowOutcome], *, single: bool) -> None:
+    """The audit record of a usage call that recorded something: a single row is audited like any money
+    operation; a batch gets one record with its counts and the money it debited."""
+    recorded = [o for o in outcomes if o.status is RowStatus.RECORDED and o.posting is not None]
+    if single:
+        book.record_posting(actor, "usage", recorded[0].usage_id, recorded[0].posting)  # type: ignore[arg-type]
+        return
+    counts = {status.value: sum(1 for o in outcomes if o.status is status) for status in RowStatus}
+    book.record(actor, "usage_batch", "", {"rows": len(outcomes), **counts,
+                                           "debited": sum(-o.posting.entry.amount for o in recorded)})  # type: ignore[union-attr]

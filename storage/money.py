@@ -31,6 +31,11 @@ def normalize_currency(code: str) -> str:
     """Upper-cased ISO 4217 code, or `InvalidCurrency`. Funds codes and test codes (XTS, XXX) are refused."""
     if not isinstance(code, str):
         raise InvalidCurrency(repr(code))
+    return _normalized(code)
+
+
+@lru_cache(maxsize=1024)   # an import asks once per row, nearly always for the same code; refusals are not kept
+def _normalized(code: str) -> str:
     upper = code.strip().upper()
     if len(upper) != 3 or not upper.isascii() or not upper.isalpha() or upper not in _known_currencies():
         raise InvalidCurrency(code)

@@ -11,6 +11,7 @@ import calendar
 import hashlib
 import json
 import uuid
+from json.encoder import encode_basestring_ascii as _json_string
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Any, Iterable, Mapping, Sequence
@@ -202,6 +203,19 @@ def fingerprint(operation: str, args: Mapping[str, Any]) -> str:
     """Stable digest of an operation and its arguments; a key reused with another digest is a conflict."""
     canonical = json.dumps({"op": operation, "args": args}, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def usage_fingerprint(args: Mapping[str, Any]) -> str:
+    """`fingerprint("record_usage", args)`, byte for byte, for the usual shape of a usage row's arguments
+    (`UsageRecord.fingerprint_args`: an int and two strings), without the general encoder: an import computes
+    one per row. Any other shape takes the general path. The digests are stored, so the two must never differ
+    (a property test holds them to that)."""
+    amount, currency, occurred_at = args.get("amount"), args.get("currency"), args.get("occurred_at")
+    if len(args) == 3 and type(amount) is int and type(currency) is str and type(occurred_at) is str:
+        canonical = (f'{{"args":{{"amount":{amount},"currency":{_json_string(currency)},'
+                     f'"occurred_at":{_json_string(occurred_at)}}},"op":"record_usage"}}')
+        return hashlib.sha256(canonical.encode()).hexdigest()
+    return fingerprint("record_usage", args)
 
 
 # --- roles ------------------------------------------------------------------------------------------------------

@@ -723,6 +723,52 @@ async def test_a_batch_is_one_atomic_unit_even_when_a_row_crashes(ledger):
     assert (await ledger.record_usage_batch(T, [row("r-1", 10)])).rows[0].status is RowStatus.RECORDED
 
 
+async def test_a_long_batch_is_one_unit_whatever_pieces_a_backend_works_in(ledger):
+    """A backend may work through a long batch in pieces (PostgreSQL writes 500 rows while it computes the
+    next ones): rows repeated or conflicting across those pieces, recharges and alerts on their boundaries, and
+    replays of an earlier call come out exactly as when the same rows arrive in small batches."""
+    calls = [row(f"long-{i}", 7 + i % 13) for i in range(1203)]
+    calls[700] = row("long-3", 7 + 3)      # the same row again, far from the first time: replayed
+    calls[1100] = row("long-5", 99)        # an id seen earlier with another amount: conflict
+    for tenant in (T, OTHER):
+        await new_account(ledger, tenant)
+        await auto_recharge(ledger, amount=2000, trigger=500, tenant=tenant)
+        await thresholds(ledger, 300, tenant=tenant)
+        await fund(ledger, 1000, tenant=tenant, key="seed")
+    await ledger.record_usage_batch(T, calls[:250])             # recorded before: replayed in the long batch
+    long = await ledger.record_usage_batch(T, calls)
+    for i in range(0, 250, 37):                                   # the same, in other pieces
+        await ledger.record_usage_batch(OTHER, calls[i:min(i + 37, 250)])
+    pieces = [await ledger.record_usage_batch(OTHER, calls[i:i + 37]) for i in range(0, len(calls), 37)]
+
+    def strip(entry):
+        return (entry.seq, entry.kind, entry.amount, entry.balance_after, entry.key, entry.reference.split(":")[-1])
+    assert [strip(e) for e in await entries(ledger, T)] == [strip(e) for e in await entries(ledger, OTHER)]
+    rows = [r for piece in pieces for r in piece.rows]
+    assert [(r.usage_id, r.status) for r in long.rows] == [(r.usage_id, r.status) for r in rows]
+    assert [r.posting.balance if r.posting else None for r in long.rows] == \
+        [r.posting.balance if r.posting else None for r in rows]
+    assert sum(r.status is RowStatus.RECORDED for r in long.rows) == 1203 - 250 - 2
+    assert long.rows[1100].status is RowStatus.CONFLICT and long.rows[700].status is RowStatus.REPLAYED
+    kinds_t = [(a.kind, a.key.replace(T, "X")) for a in await alerts_oldest_first(ledger, T)]
+    kinds_o = [(a.kind, a.key.replace(OTHER, "X")) for a in await alerts_oldest_first(ledger, OTHER)]
+    assert kinds_t == kinds_o and AlertKind.RECHARGED in {kind for kind, _ in kinds_t}
+    assert long.balance == await balance(ledger, T) == await balance(ledger, OTHER)
+    assert (await ledger.verify(T)).ok
+
+
+async def test_a_long_batch_that_crashes_in_its_last_rows_writes_nothing(ledger):
+    await new_account(ledger)
+    await fund(ledger, 100)
+    broken = UsageRecord("r-broken", 5, "USD", OCCURRED, None)   # a bug at the edge: details is not a mapping
+    with pytest.raises(Exception) as error:
+        await ledger.record_usage_batch(T, [row(f"r-{i}", 1) for i in range(1200)] + [broken])
+    assert not isinstance(error.value, LedgerError)
+    assert await balance(ledger) == 100 and len(await entries(ledger)) == 1
+    assert (await ledger.verify(T)).ok
+    assert (await ledger.record_usage_batch(T, [row("r-1", 1)])).rows[0].status is RowStatus.RECORDED
+
+
 async def test_an_empty_batch_changes_nothing(ledger):
     await new_account(ledger)
     result = await ledger.record_usage_batch(T, [])

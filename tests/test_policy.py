@@ -6,10 +6,12 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from storage import policy
 from storage.errors import InvalidSettings
-from storage.model import AlertKind, AlertSettings, Lot, RechargeSettings, Role
+from storage.model import AlertKind, AlertSettings, Lot, RechargeSettings, Role, UsageRecord
 from storage.policy import Blocked, Capability
 
 
@@ -342,3 +344,23 @@ def test_effective_role_reads_bootstrap_admins_from_any_iterable():
 ])
 def test_allows(role, allowed):
     assert {c for c in Capability if policy.allows(role, c)} == allowed
+
+
+# --- the usage fingerprint's fast path ----------------------------------------------------------------------------
+
+@given(amount=st.integers(), currency=st.text(), occurred_at=st.datetimes(timezones=st.timezones()))
+@settings(max_examples=300)
+def test_the_usage_fingerprint_is_the_general_one_byte_for_byte(amount, currency, occurred_at):
+    """The digests are stored: a re-import compares against them, so the fast path may never differ."""
+    args = UsageRecord("u", amount, currency, occurred_at).fingerprint_args()
+    assert policy.usage_fingerprint(args) == policy.fingerprint("record_usage", args)
+
+
+@pytest.mark.parametrize("args", [
+    {"amount": True, "currency": "USD", "occurred_at": "2026-01-01T00:00:00+00:00"},      # bool is not an int here
+    {"amount": 5, "currency": None, "occurred_at": "2026-01-01T00:00:00+00:00"},
+    {"amount": 5, "currency": "USD", "occurred_at": "2026-01-01T00:00:00+00:00", "extra": 1},
+    {"amount": "5", "currency": "USD", "occurred_at": "x"},
+])
+def test_other_shapes_take_the_general_path(args):
+    assert policy.usage_fingerprint(args) == policy.fingerprint("record_usage", args)

@@ -12,6 +12,7 @@ SQL files (migrations/), applied in order at `open` (see `migrate`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field, replace
@@ -26,7 +27,7 @@ from .. import engine, policy, transfer
 from ..clock import Clock, utc_now
 from ..engine import Book, BookState
 from ..errors import (AccountNotFound, ApprovalClosed, CurrencyLocked, CurrencyMismatch, IdempotencyConflict,
-                      InvalidSettings, InvalidUsage, LeaseLost, LedgerError, NotFound, SelfApproval)
+                      InvalidSettings, LeaseLost, LedgerError, NotFound, SelfApproval)
 from ..ledger import DEFAULT_MAX_ATTEMPTS, EXPIRING_NOTICE, Ledger
 from ..model import (Account, Alert, AlertKind, AlertSettings, AlertStatus, Approval, ApprovalDecision,
                      ApprovalStatus, AuditRecord, BatchResult, ConversationRef, Entry, EntryKind, Lot, Page,
@@ -98,6 +99,9 @@ def _jsonb_decode(data: bytes) -> Any:
     return orjson.loads(data[1:])
 
 
+#: A usage batch is computed and written in chunks of this many rows (see `PostgresLedger._usage_rows`).
+USAGE_CHUNK = 500
+
 #: Above this many rows an insert goes through COPY (a usage batch), below it through executemany.
 COPY_THRESHOLD = 64
 
@@ -110,6 +114,18 @@ async def _insert(con: asyncpg.Connection, table: str, columns: Sequence[str], r
     else:
         placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
         await con.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})", records)
+
+
+async def _write_journal(con: asyncpg.Connection, tenant: str, entries: Sequence[Entry],
+                         ops: Sequence[tuple[str, str, str, dict[str, Any]]]) -> None:
+    if entries:
+        await _insert(con, "entries", ("tenant_id", "seq", "kind", "amount", "balance_after", "actor", "key", "at",
+                                       "memo", "reference", "details"),
+                      [(tenant, e.seq, e.kind.value, e.amount, e.balance_after, e.actor, e.key, e.at, e.memo,
+                        e.reference, dict(e.details)) for e in entries])
+    if ops:
+        await _insert(con, "ops", ("tenant_id", "key", "operation", "fingerprint", "result"),
+                      [(tenant, key, op, fp, result) for key, op, fp, result in ops])
 
 
 # --- rows -------------------------------------------------------------------------------------------------------
@@ -179,6 +195,7 @@ class _Tx:
     state: BookState
     queued: bool = False          # a pending alert was written: wake the notifier after the commit
     ops: list[tuple[str, str, str, dict[str, Any]]] = field(default_factory=list)  # key, operation, fp, result
+    entries_written: int = 0      # how many of the book's entries are already in the table (a long usage batch)
 
 
 class PostgresLedger(Ledger):
@@ -252,10 +269,18 @@ class PostgresLedger(Ledger):
         return fp, row["result"]
 
     async def _posting_from(self, con: asyncpg.Connection, tenant_id: str, result: Mapping[str, Any]) -> Posting:
-        rows = await con.fetch(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE tenant_id = $1 AND seq = ANY($2::int[]) "
-                               "ORDER BY seq", tenant_id, list(result["e"]))
-        by_seq = {r["seq"]: _entry(r) for r in rows}
-        return Posting(tuple(by_seq[s] for s in result["e"]), result["b"], tuple(result["a"]), result.get("x"),
+        return self._replayed(result, await self._entries_by_seq(con, tenant_id, result["e"]))
+
+    @staticmethod
+    async def _entries_by_seq(con: asyncpg.Connection, tenant_id: str, seqs: Iterable[int]) -> dict[int, Entry]:
+        rows = await con.fetch(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE tenant_id = $1 AND seq = ANY($2::int[])",
+                               tenant_id, list(seqs))
+        return {r["seq"]: _entry(r) for r in rows}
+
+    @staticmethod
+    def _replayed(result: Mapping[str, Any], entries: Mapping[int, Entry]) -> Posting:
+        """The posting an operation record describes (`_compact`), from its entries."""
+        return Posting(tuple(entries[s] for s in result["e"]), result["b"], tuple(result["a"]), result.get("x"),
                        replayed=True)
 
     @staticmethod
@@ -267,12 +292,8 @@ class PostgresLedger(Ledger):
         """Write what the book collected and the operation records, and the new state (same transaction)."""
         con = tx.con
         tenant = tx.state.tenant_id
+        await self._write_journal(tx, book)
         if book is not None:
-            if book.entries:
-                await _insert(con, "entries", ("tenant_id", "seq", "kind", "amount", "balance_after", "actor", "key",
-                                               "at", "memo", "reference", "details"),
-                              [(tenant, e.seq, e.kind.value, e.amount, e.balance_after, e.actor, e.key, e.at, e.memo,
-                                e.reference, dict(e.details)) for e in book.entries])
             if book.audit:
                 await _insert(con, "audit", ("tenant_id", "seq", "at", "actor", "action", "key", "details"),
                               [(tenant, r.seq, r.at, r.actor, r.action, r.key, dict(r.details)) for r in book.audit])
@@ -291,10 +312,14 @@ class PostgresLedger(Ledger):
                 "UPDATE accounts SET currency = $2, balance = $3, entry_count = $4, audit_count = $5, state = $6 "
                 "WHERE tenant_id = $1", tenant, s.currency, s.balance, s.entry_count, s.audit_count, s.to_dict())
             tx.state = s
-        if tx.ops:
-            await _insert(con, "ops", ("tenant_id", "key", "operation", "fingerprint", "result"),
-                          [(tenant, key, op, fp, result) for key, op, fp, result in tx.ops])
-            tx.ops = []
+
+    def _write_journal(self, tx: _Tx, book: Book | None) -> Awaitable[None]:
+        """Write the book's entries not written yet and the pending operation records. What is written is taken
+        now, so the book may go on while the returned awaitable runs (see `_usage_rows`)."""
+        entries = book.entries[tx.entries_written:] if book is not None else []
+        tx.entries_written += len(entries)
+        ops, tx.ops = tx.ops, []
+        return _write_journal(tx.con, tx.state.tenant_id, entries, ops)
 
     async def _save_alerts(self, con: asyncpg.Connection, alerts: Iterable[Alert]) -> None:
         for a in alerts:
@@ -427,47 +452,54 @@ class PostgresLedger(Ledger):
 
     async def _usage_rows(self, tenant_id: str, rows: list[UsageRecord], actor: str, strict: bool) -> BatchResult:
         """Rows one after another in one Book and one transaction. In strict mode (a single row) a problem
-        raises; in a batch it is reported for that row and the others go on."""
+        raises; in a batch it is reported for that row and the others go on.
+
+        A batch is computed in chunks of `USAGE_CHUNK` rows, and each chunk's entries and operation records are
+        written while the next chunk is computed: the server inserts (indexes, constraints, the journal trigger)
+        while this process works out the next debits. The writes stay in order, one at a time, on the
+        transaction's connection, which nothing else uses meanwhile (replays are read before the first chunk)."""
         async with self._account(tenant_id) as tx:
             before = tx.state.balance
             ids = [u.usage_id for u in rows if isinstance(getattr(u, "usage_id", None), str)]
             known = {r["key"]: (r["fingerprint"], r["result"]) for r in await tx.con.fetch(
                 "SELECT key, fingerprint, result FROM ops WHERE tenant_id = $1 AND key = ANY($2::text[])",
                 tenant_id, ids)} if ids else {}
+            replayed = await self._entries_by_seq(tx.con, tenant_id, {seq for _, result in known.values()
+                                                                      for seq in result["e"]}) if known else {}
             book = await self._book(tx)
             outcomes: list[RowOutcome] = []
             seen: dict[str, tuple[str, Posting]] = {}
-            for usage in rows:
-                try:
-                    outcomes.append(await self._usage_row(tx, book, known, seen, usage, actor))
-                except LedgerError as err:
-                    if strict:
-                        raise
-                    status = RowStatus.CONFLICT if isinstance(err, IdempotencyConflict) else RowStatus.REJECTED
-                    outcomes.append(RowOutcome(getattr(usage, "usage_id", ""), status, _reason(err)))
-            recorded = [o for o in outcomes if o.status is RowStatus.RECORDED]
+            writing: asyncio.Future[None] | None = None
+            try:
+                for start in range(0, len(rows), USAGE_CHUNK):
+                    for usage in rows[start:start + USAGE_CHUNK]:
+                        try:
+                            outcomes.append(self._usage_row(tx, book, known, replayed, seen, usage, actor))
+                        except LedgerError as err:
+                            if strict:
+                                raise
+                            status = RowStatus.CONFLICT if isinstance(err, IdempotencyConflict) else RowStatus.REJECTED
+                            outcomes.append(RowOutcome(getattr(usage, "usage_id", ""), status, _reason(err)))
+                    if writing is not None:
+                        await writing
+                    writing = asyncio.ensure_future(self._write_journal(tx, book))
+                if writing is not None:
+                    await writing
+            except BaseException:
+                if writing is not None and not writing.done():   # never leave a write running on the connection
+                    with contextlib.suppress(Exception):
+                        await writing
+                raise
+            recorded = any(o.status is RowStatus.RECORDED for o in outcomes)
             if recorded:
-                if strict:
-                    assert recorded[0].posting is not None
-                    book.record_posting(actor, "usage", recorded[0].usage_id, recorded[0].posting)
-                else:
-                    counts = {status.value: sum(1 for o in outcomes if o.status is status) for status in RowStatus}
-                    book.record(actor, "usage_batch", "", {
-                        "rows": len(outcomes), **counts,
-                        "debited": sum(-o.posting.entry.amount for o in recorded if o.posting is not None)})
+                engine.audit_usage(book, actor, outcomes, single=strict)
                 await self._persist(tx, book)
             return BatchResult(tuple(outcomes), book.state.balance if recorded else before)
 
-    async def _usage_row(self, tx: _Tx, book: Book, known: dict[str, tuple[str, dict[str, Any]]],
-                         seen: dict[str, tuple[str, Posting]], usage: UsageRecord, actor: str) -> RowOutcome:
-        usage_id = getattr(usage, "usage_id", None)
-        if not isinstance(usage_id, str) or not usage_id or policy.is_reserved_key(usage_id):
-            raise InvalidUsage("bad_usage_id", repr(usage_id)[:80])
-        when = getattr(usage, "occurred_at", None)
-        if not isinstance(when, datetime) or when.tzinfo is None or when.utcoffset() is None:
-            raise InvalidUsage("bad_time", usage_id)
-        args = usage.fingerprint_args()
-        fp = policy.fingerprint("record_usage", args)
+    def _usage_row(self, tx: _Tx, book: Book, known: Mapping[str, tuple[str, dict[str, Any]]],
+                   replayed: Mapping[int, Entry], seen: dict[str, tuple[str, Posting]], usage: UsageRecord,
+                   actor: str) -> RowOutcome:
+        usage_id, fp, occurred_at = engine.usage_key(usage)
         if usage_id in seen:
             if seen[usage_id][0] != fp:
                 raise IdempotencyConflict(usage_id, "record_usage")
@@ -476,14 +508,8 @@ class PostgresLedger(Ledger):
         if hit is not None:
             if hit[0] != fp:
                 raise IdempotencyConflict(usage_id, "record_usage")
-            return RowOutcome(usage_id, RowStatus.REPLAYED,
-                              posting=await self._posting_from(tx.con, tx.state.tenant_id, hit[1]))
-        if not isinstance(usage.currency, str) or usage.currency.strip().upper() != book.state.currency:
-            raise CurrencyMismatch(book.state.currency, str(usage.currency))
-        check_minor(usage.amount)
-        primary = book.debit(EntryKind.USAGE, usage.amount, actor=actor, key=usage_id, reference=usage_id,
-                             details={**usage.details, "occurred_at": iso(usage.occurred_at)}, may_go_negative=True)
-        posting = book.settle(primary)
+            return RowOutcome(usage_id, RowStatus.REPLAYED, posting=self._replayed(hit[1], replayed))
+        posting = engine.debit_usage(book, usage, actor, occurred_at)
         tx.ops.append((usage_id, "record_usage", fp, self._compact(posting)))
         seen[usage_id] = (fp, posting)
         return RowOutcome(usage_id, RowStatus.RECORDED, posting=posting)

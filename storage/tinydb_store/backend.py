@@ -23,7 +23,7 @@ from .. import engine, policy
 from ..clock import Clock, utc_now
 from ..engine import Book, BookState
 from ..errors import (AccountNotFound, ApprovalClosed, CurrencyLocked, CurrencyMismatch, IdempotencyConflict,
-                      InvalidSettings, InvalidUsage, LeaseLost, LedgerError, NotFound, SelfApproval)
+                      InvalidSettings, LeaseLost, LedgerError, NotFound, SelfApproval)
 from ..ledger import DEFAULT_MAX_ATTEMPTS, EXPIRING_NOTICE, Ledger
 from ..model import (Account, Alert, AlertKind, AlertSettings, AlertStatus, Approval, ApprovalDecision,
                      ApprovalStatus, AuditRecord, BatchResult,
@@ -305,14 +305,18 @@ class TinyLedger(Ledger):
     def _check_key(self, acct: _Account, key: str, operation: str, args: Mapping[str, Any]) -> tuple[str, dict | None]:
         """Idempotency first: (fingerprint, stored result) for a replay, (fingerprint, None) for a new key."""
         fp = policy.fingerprint(operation, args)
+        return fp, self._stored(acct, key, operation, fp)
+
+    def _stored(self, acct: _Account, key: str, operation: str, fp: str) -> dict | None:
+        """The stored result under `key`, None for a new key; `IdempotencyConflict` for another fingerprint."""
         hit = self._keys(acct).get(key)
         if hit is None:
-            return fp, None
+            return None
         if hit.fingerprint != fp:
             raise IdempotencyConflict(key, operation)
         doc = acct.ops.get(hit.seq)
         assert doc is not None, f"operation record {hit.seq} missing"
-        return fp, doc["r"]
+        return doc["r"]
 
     def _posting_from(self, acct: _Account, result: Mapping[str, Any]) -> Posting:
         entries = tuple(Entry.from_dict(acct.entries.get(seq) or {}) for seq in result["e"])
@@ -522,46 +526,26 @@ class TinyLedger(Ledger):
                     raise
                 status = RowStatus.CONFLICT if isinstance(err, IdempotencyConflict) else RowStatus.REJECTED
                 outcomes.append(RowOutcome(getattr(usage, "usage_id", ""), status, _reason(err)))
-        recorded = [o for o in outcomes if o.status is RowStatus.RECORDED]
+        recorded = any(o.status is RowStatus.RECORDED for o in outcomes)
         if recorded:
-            if strict:
-                assert recorded[0].posting is not None
-                book.record_posting(actor, "usage", recorded[0].usage_id, recorded[0].posting)
-            else:
-                counts = {status.value: sum(1 for o in outcomes if o.status is status) for status in RowStatus}
-                book.record(actor, "usage_batch", "", {
-                    "rows": len(outcomes), **counts,
-                    "debited": sum(-o.posting.entry.amount for o in recorded if o.posting is not None)})
+            engine.audit_usage(book, actor, outcomes, single=strict)
             self._commit(acct, unit)
         return BatchResult(tuple(outcomes), book.state.balance if recorded else acct.state.balance)
 
     def _usage_row(self, acct: _Account, book: Book, unit: _Unit, seen: dict[str, tuple[str, Posting]],
                    usage: UsageRecord, actor: str) -> RowOutcome:
-        usage_id = getattr(usage, "usage_id", None)
-        if not isinstance(usage_id, str) or not usage_id or policy.is_reserved_key(usage_id):
-            raise InvalidUsage("bad_usage_id", repr(usage_id)[:80])
-        when = getattr(usage, "occurred_at", None)
-        if not isinstance(when, datetime) or when.tzinfo is None or when.utcoffset() is None:
-            raise InvalidUsage("bad_time", usage_id)
-        args = usage.fingerprint_args()
-        if usage.usage_id in seen:
-            fp = policy.fingerprint("record_usage", args)
-            if seen[usage.usage_id][0] != fp:
-                raise IdempotencyConflict(usage.usage_id, "record_usage")
-            return RowOutcome(usage.usage_id, RowStatus.REPLAYED, posting=seen[usage.usage_id][1].as_replay())
-        fp, done = self._check_key(acct, usage.usage_id, "record_usage", args)
+        usage_id, fp, occurred_at = engine.usage_key(usage)
+        if usage_id in seen:
+            if seen[usage_id][0] != fp:
+                raise IdempotencyConflict(usage_id, "record_usage")
+            return RowOutcome(usage_id, RowStatus.REPLAYED, posting=seen[usage_id][1].as_replay())
+        done = self._stored(acct, usage_id, "record_usage", fp)
         if done is not None:
-            return RowOutcome(usage.usage_id, RowStatus.REPLAYED, posting=self._posting_from(acct, done))
-        if not isinstance(usage.currency, str) or usage.currency.strip().upper() != book.state.currency:
-            raise CurrencyMismatch(book.state.currency, str(usage.currency))
-        check_minor(usage.amount)
-        primary = book.debit(EntryKind.USAGE, usage.amount, actor=actor, key=usage.usage_id,
-                             reference=usage.usage_id, details={**usage.details, "occurred_at": iso(usage.occurred_at)},
-                             may_go_negative=True)
-        posting = book.settle(primary)
-        unit.ops.append((usage.usage_id, fp, self._compact(posting)))
-        seen[usage.usage_id] = (fp, posting)
-        return RowOutcome(usage.usage_id, RowStatus.RECORDED, posting=posting)
+            return RowOutcome(usage_id, RowStatus.REPLAYED, posting=self._posting_from(acct, done))
+        posting = engine.debit_usage(book, usage, actor, occurred_at)
+        unit.ops.append((usage_id, fp, self._compact(posting)))
+        seen[usage_id] = (fp, posting)
+        return RowOutcome(usage_id, RowStatus.RECORDED, posting=posting)
 
     async def expire_lots(self, now: datetime | None = None) -> list[Posting]:
         return await self._call(self._expire_lots, now)
