@@ -20,6 +20,7 @@ from aiohttp import web
 from storage import VerifyReport, open_ledger
 from storage.errors import LedgerError, StoreCorrupt, StoreLocked
 
+from . import package as app_package
 from .app import create_app
 from .logging_setup import configure_logging
 from .settings import Settings, SettingsError, check_store, load_settings, redact_url
@@ -78,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--days", type=int, default=30, help="days of calls, ending now (default 30)")
     demo.add_argument("--calls-per-day", type=int, default=40, help="calls a day (default 40)")
     demo.add_argument("--currency", default=None, help="currency of the charges (default CREDITS_CURRENCY)")
+    app_package.add_arguments(commands.add_parser(
+        "package", help="write the Teams app package (manifest.json and icons in a zip) to upload to Teams",
+        description="Fill in manifest/manifest.template.json (bot id, version, developer) with the command lists, "
+                    "check it and the icons, and write the zip to upload in the Teams admin center or in Teams. "
+                    "Needs no other configuration."))
     return parser
 
 
@@ -87,6 +93,8 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
     `environ` replaces the process environment and `.env` (for tests); by default both are read.
     """
     args = build_parser().parse_args(argv)
+    if args.command == "package":  # a build step: the bot's own configuration need not be complete
+        return app_package.run(args, environ)
     try:
         settings = load_settings(environ)
     except SettingsError as exc:
