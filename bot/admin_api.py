@@ -74,8 +74,11 @@ class AdminApi:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme != "Bearer" or not hmac.compare_digest(given.encode(), self._token.encode()):
             raise _error(401, "missing or wrong admin token")
-        try:
-            body = await request.json(loads=json.loads)
+        try:   # a chunk of rows is far larger than a Teams activity (the app's own limit is for those)
+            body = await request.clone(client_max_size=MAX_CHUNK_BYTES).json(loads=json.loads)
+        except web.HTTPRequestEntityTooLarge:
+            raise _error(413, f"the body is larger than {MAX_CHUNK_BYTES // 2**20} MiB: send fewer rows at a "
+                              "time") from None
         except ValueError:
             raise _error(400, "the body is not JSON") from None
         if not isinstance(body, dict):
@@ -128,6 +131,9 @@ def _tenant(body: dict[str, Any]) -> str | None:
 
 
 def _error(status: int, message: str) -> web.HTTPException:
+    if status == 413:
+        return web.HTTPRequestEntityTooLarge(MAX_CHUNK_BYTES, text=json.dumps({"error": message}),
+                                             content_type="application/json")
     cls = {400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 500: web.HTTPInternalServerError,
            502: web.HTTPBadGateway, 503: web.HTTPServiceUnavailable}[status]
     return cls(text=json.dumps({"error": message}), content_type="application/json")

@@ -205,11 +205,14 @@ def _running_bot(location: str) -> tuple[str, str]:
 async def _post(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> dict[str, Any]:
     try:
         async with session.post(url, json=body, timeout=aiohttp.ClientTimeout(total=600)) as response:
-            answer = await response.json(content_type=None)
-            if response.status != 200:
+            if response.status != 200:   # the status first: a refusal need not be JSON
+                try:
+                    answer = await response.json(content_type=None)
+                except ValueError:
+                    answer = None
                 message = answer.get("error") if isinstance(answer, dict) else None
                 raise CliError(f"the running bot refused: {message or f'HTTP {response.status}'}")
-            return answer
+            return await response.json(content_type=None)
     except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
         raise CliError(f"could not reach the running bot at {url} ({type(exc).__name__})") from None
 

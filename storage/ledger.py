@@ -241,11 +241,15 @@ class Ledger(abc.ABC):
 
     # --- conversations and subscriptions --------------------------------------------------------------------
     @abc.abstractmethod
-    async def save_conversation(self, ref: ConversationRef) -> None:
+    async def save_conversation(self, ref: ConversationRef) -> bool:
         """Insert or replace the reference of a conversation of an existing account (`AccountNotFound`
         otherwise: the bot opens the account on first contact). Saving a reference equal to the stored one
         changes nothing (no write, `updated_at` stays: it is when the reference last changed), because the bot
-        saves on every activity. Not audited: it is not a user's change."""
+        saves on every activity. Not audited: it is not a user's change.
+
+        True when this call made the conversation known, decided atomically: of two concurrent first saves
+        (Teams sends installationUpdate and conversationUpdate together) exactly one is True, so the bot
+        welcomes a conversation once."""
 
     @abc.abstractmethod
     async def conversation(self, tenant_id: str, conversation_id: str) -> ConversationRef | None: ...

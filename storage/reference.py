@@ -845,12 +845,13 @@ class ReferenceLedger(Ledger):
                 acct.watermarks[source] = until
             return acct.watermarks[source]
 
-    async def save_conversation(self, ref: ConversationRef) -> None:
+    async def save_conversation(self, ref: ConversationRef) -> bool:
         with self._atomic():
             self._account(ref.tenant_id)
             old = self._conversations.get((ref.tenant_id, ref.conversation_id))
             if old is None or dict(old.reference) != dict(ref.reference):
                 self._conversations[(ref.tenant_id, ref.conversation_id)] = ref
+            return old is None
 
     async def conversation(self, tenant_id: str, conversation_id: str) -> ConversationRef | None:
         self._account(tenant_id)

@@ -9,6 +9,7 @@ share"): entry fields, alert keys and payloads, audit actions. A backend that di
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -1369,15 +1370,24 @@ async def test_saved_conversations_are_upserted(ledger, clock):
 async def test_saving_a_conversation_replaces_it_only_when_the_reference_changed(ledger, clock):
     await new_account(ledger)
     ref = ConversationRef("19:abc@thread.v2", T, {"serviceUrl": "https://smba.example/emea/"}, clock.now)
-    await ledger.save_conversation(ref)
+    assert await ledger.save_conversation(ref) is True          # new
     same = ConversationRef("19:abc@thread.v2", T, {"serviceUrl": "https://smba.example/emea/"},
                            clock.advance(minutes=1))
-    await ledger.save_conversation(same)       # the bot saves on every activity: an identical one writes nothing
+    assert await ledger.save_conversation(same) is False   # the bot saves on every activity: an identical one writes nothing
     assert await ledger.conversation(T, "19:abc@thread.v2") == ref
     moved = ConversationRef("19:abc@thread.v2", T, {"serviceUrl": "https://smba.example/amer/"},
                             clock.advance(minutes=1))
-    await ledger.save_conversation(moved)      # a changed reference replaces the old one, with its time
+    assert await ledger.save_conversation(moved) is False  # a changed reference replaces the old one, with its time
     assert await ledger.conversation(T, "19:abc@thread.v2") == moved
+
+
+async def test_of_concurrent_first_saves_of_a_conversation_exactly_one_is_new(ledger, clock):
+    """Teams sends installationUpdate and conversationUpdate together: the bot must welcome once."""
+    await new_account(ledger)
+    refs = [ConversationRef(f"19:conv-{n % 3}@thread.v2", T, {"n": n}, clock.now) for n in range(12)]
+    firsts = await asyncio.gather(*(ledger.save_conversation(r) for r in refs))
+    assert sorted(r.conversation_id for r, new in zip(refs, firsts) if new) == \
+        [f"19:conv-{n}@thread.v2" for n in range(3)]
 
 
 async def test_a_conversation_needs_an_account(ledger, clock):

@@ -4,6 +4,7 @@ without the bot running on the store (then the rows go through its loopback admi
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 from pathlib import Path
@@ -198,3 +199,33 @@ async def test_import_into_postgres_while_a_bot_has_it_open(tmp_path: Path, caps
         assert (await running.verify(TENANT)).ok
     finally:
         await running.close()
+
+
+async def test_a_full_chunk_of_rows_reaches_the_running_bot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A chunk of 5,000 rows is megabytes, far above the limit for Teams activities: the admin endpoint takes
+    it (found by the Playground run, where the demo's 1,200 rows were refused with 413)."""
+    store = await make_store(tmp_path / "store", TENANT, funds=10_000_000)
+    port = free_port()
+    settings = Settings.from_env({"CREDITS_STORE": store, "PORT": str(port)})
+    server = TestServer(create_app(settings, background=False), host="127.0.0.1", port=port)
+    await server.start_server()
+    try:
+        csv = write_csv(tmp_path / "PSTN.calls.csv", *[row(f"u{n}", "0.10") for n in range(5_200)])
+        assert csv.stat().st_size > 256 * 1024
+        code = await asyncio.to_thread(cli.main, ["import-usage", str(csv)], environ=env(store, PORT=str(port)))
+        assert code == 0 and "debited:         5,200" in capsys.readouterr().out
+        assert (await server.app[LEDGER].get_account(TENANT)).balance == 10_000_000 - 52_000
+    finally:
+        await server.close()
+
+
+async def test_a_body_beyond_the_admin_limit_is_refused_in_words(tmp_path: Path, aiohttp_client: Any,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bot.admin_api.MAX_CHUNK_BYTES", 1024)
+    store = await make_store(tmp_path / "store", TENANT)
+    client = await aiohttp_client(create_app(Settings.from_env({"CREDITS_STORE": store}), background=False))
+    token = json.loads((Path(store) / "admin.json").read_text())["token"]
+    response = await client.post("/api/admin/usage", json={"rows": ["x" * 2048]},
+                                 headers={"Authorization": f"Bearer {token}"})
+    assert response.status == 413 and "fewer rows" in (await response.json())["error"]
+    assert (await client.app[LEDGER].get_account(TENANT)).balance == 10_000

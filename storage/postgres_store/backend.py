@@ -800,16 +800,21 @@ class PostgresLedger(Ledger):
                 return _utc(stored)
 
     # --- conversations and subscriptions ----------------------------------------------------------------------
-    async def save_conversation(self, ref: ConversationRef) -> None:
+    async def save_conversation(self, ref: ConversationRef) -> bool:
         async with self._read() as con:
             async with con.transaction():
                 await self._exists(con, ref.tenant_id)
-                await con.execute(
+                inserted = await con.fetchval(   # of concurrent first saves, one inserts; the others conflict
                     "INSERT INTO conversations (tenant_id, conversation_id, reference, updated_at) "
-                    "VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, conversation_id) DO UPDATE "
-                    "SET reference = EXCLUDED.reference, updated_at = EXCLUDED.updated_at "
-                    "WHERE conversations.reference IS DISTINCT FROM EXCLUDED.reference",
+                    "VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, conversation_id) DO NOTHING RETURNING true",
                     ref.tenant_id, ref.conversation_id, dict(ref.reference), ref.updated_at)
+                if inserted:
+                    return True
+                await con.execute(
+                    "UPDATE conversations SET reference = $3, updated_at = $4 WHERE tenant_id = $1 "
+                    "AND conversation_id = $2 AND reference IS DISTINCT FROM $3",
+                    ref.tenant_id, ref.conversation_id, dict(ref.reference), ref.updated_at)
+                return False
 
     async def conversation(self, tenant_id: str, conversation_id: str) -> ConversationRef | None:
         async with self._read() as con:

@@ -744,14 +744,14 @@ class TinyLedger(Ledger):
         return found[:limit]
 
     # --- conversations and subscriptions ------------------------------------------------------------------------
-    async def save_conversation(self, ref: ConversationRef) -> None:
-        await self._call(self._save_conversation, ref)
+    async def save_conversation(self, ref: ConversationRef) -> bool:
+        return await self._call(self._save_conversation, ref)
 
-    def _save_conversation(self, ref: ConversationRef) -> None:
+    def _save_conversation(self, ref: ConversationRef) -> bool:
         acct = self._acct(ref.tenant_id)
         old = acct.conversations.get(ref.conversation_id)
         if old is not None and dict(old.reference) == dict(ref.reference):
-            return  # unchanged: saving on every activity costs no write
+            return False  # unchanged: saving on every activity costs no write
         table = self._files.table(acct.conversations_file)
         try:
             table.upsert(ref.to_dict(), Query().conversation_id == ref.conversation_id)
@@ -760,6 +760,7 @@ class TinyLedger(Ledger):
             self._files.rollback()
             raise
         acct.conversations[ref.conversation_id] = ref
+        return old is None
 
     async def conversation(self, tenant_id: str, conversation_id: str) -> ConversationRef | None:
         return await self._call(lambda: self._acct(tenant_id).conversations.get(conversation_id))
