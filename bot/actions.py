@@ -90,10 +90,8 @@ class Actions:
         """First contact opens the tenant's account (in the default currency, changeable before the first
         entry); every activity saves the conversation reference. True if the conversation is new."""
         await self._ledger.open_account(turn.tenant_id, self._currency)
-        known = await self._ledger.conversation(turn.tenant_id, turn.conversation_id)
-        await self._ledger.save_conversation(ConversationRef(turn.conversation_id, turn.tenant_id, dict(reference),
-                                                             self._clock()))
-        return known is None
+        return await self._ledger.save_conversation(   # decided atomically: concurrent first turns welcome once
+            ConversationRef(turn.conversation_id, turn.tenant_id, dict(reference), self._clock()))
 
     async def safely(self, action: Callable[[Turn], Awaitable[Reply]], turn: Turn) -> Reply:
         """Run an action; a crash becomes an incident id in the log and in the reply, nothing more."""

@@ -70,8 +70,9 @@ MAX_RETRY_AFTER = 300.0
 #: Seconds msal's own `requests` session waits for the identity provider (msal's default is forever).
 TOKEN_HTTP_TIMEOUT = 10.0
 RETRYABLE_STATUSES = frozenset({429}) | frozenset(range(500, 600))
-#: The application permissions that allow `getPstnCalls` (either one).
-REQUIRED_PERMISSIONS = ("CallRecord-PstnCalls.Read.All", "CallRecords.Read.All")
+#: The application permissions that allow `getPstnCalls` (either one): the one its reference page lists first, then
+#: the narrower one Graph's permissions reference also maps to it.
+REQUIRED_PERMISSIONS = ("CallRecords.Read.All", "CallRecord-PstnCalls.Read.All")
 
 #: AADSTS codes of the token endpoint that an administrator of the tenant fixes (consent, tenant, app state).
 _CONSENT_CODES = frozenset({65001, 700016, 500011, 50194, 7000112, 53003})
