@@ -101,7 +101,22 @@ class Actions:
             incident = uuid.uuid4().hex[:12]
             log.exception("incident %s: %s failed (tenant %s, activity %s)", incident,
                           getattr(action, "__name__", "action"), turn.tenant_id, turn.activity_id)
-            return Reply(t("error.crash", language_for(turn.locale, self._fallback), incident=incident))
+            return Reply(self.crash_text(turn.locale, incident))
+
+    def crash_text(self, locale: str | None, incident: str) -> str:
+        """What a user is told about a crash: only its incident id."""
+        return t("error.crash", language_for(locale, self._fallback), incident=incident)
+
+    def slow_down_text(self, locale: str | None, wait: timedelta) -> str:
+        """The rate limit's answer: please wait, and how long (whole seconds up to two minutes, then minutes)."""
+        language = language_for(locale, self._fallback)
+        seconds = max(int(wait.total_seconds()), 1)
+        if seconds < 120:
+            amount = t("rate_limit.second_one" if seconds == 1 else "rate_limit.seconds", language, n=seconds)
+        else:
+            minutes = -(-seconds // 60)
+            amount = t("rate_limit.minutes", language, n=minutes)
+        return t("rate_limit.slow_down", language, wait=amount)
 
     def no_tenant_text(self, locale: str | None) -> str:
         return t("error.no_tenant", language_for(locale, self._fallback))

@@ -277,14 +277,15 @@ def parse_positive_int(text: str, *, max_value: int) -> int:
     digits = text[1:].strip() if text[0] in _SIGNS else text
     if not _POSITIVE_INT.fullmatch(digits):
         raise AmountError("not_a_number", text)
-    value = int(digits)
-    if value and text[0] in "-\u2212":
+    significant = digits.lstrip("0")
+    if significant and text[0] in "-\u2212":
         raise AmountError("negative")
-    if value == 0:
+    if not significant:
         raise AmountError("zero")
-    if value > max_value:
+    # compared by length first: Python refuses int() of more than 4300 digits (a ValueError, not an answer)
+    if len(significant) > len(str(max_value)) or int(significant) > max_value:
         raise AmountError("too_large", str(max_value))
-    return value
+    return int(significant)
 
 
 def max_amount_minor(currency: str) -> int:

@@ -34,6 +34,7 @@ from .connector import Connector, ConnectorError
 from .endpoint import MAX_BODY, MessagesEndpoint
 from .jobs import DailyJobs
 from .notifier import Notifier, Sender
+from .rate_limit import RateLimiter
 from .admin_api import AdminApi, token_path, write_token
 from .usage.service import UsageService
 from .settings import Settings
@@ -74,9 +75,9 @@ def create_app(settings: Settings, *, ledger_opener: LedgerOpener | None = None,
     The ledger is opened on start-up with `ledger_opener(settings.store)` (default `storage.open_ledger` with
     `settings.alert_attempts`) and closed on clean-up, so a store that cannot be opened (for example
     `StoreLocked`) stops start-up with that exception. `msal_http_client` is handed to msal (a requests-like
-    session; tests point it at a fake authority). `clock` is the notifier's and the daily jobs'. With
-    `background=False` neither the notifier's loop nor the daily jobs run by themselves (tests drive
-    `app[NOTIFIER].deliver_once()` and `app[JOBS].run_once()`).
+    session; tests point it at a fake authority). `clock` is the notifier's, the daily jobs' and the rate
+    limit's (`CREDITS_RATE_LIMIT`). With `background=False` neither the notifier's loop nor the daily jobs run
+    by themselves (tests drive `app[NOTIFIER].deliver_once()` and `app[JOBS].run_once()`).
     """
     app = web.Application(client_max_size=MAX_BODY)
     app[SETTINGS] = settings
@@ -145,13 +146,14 @@ def _bot_context(msal_http_client: Any, clock: Clock) -> Callable[[web.Applicati
                               fallback_locale=settings.locale, members=_Members(connector),
                               approval_threshold=settings.approval_threshold, messenger=_Messenger(connector),
                               usage=usage, download_session=session)
-            adapter = CreditsAdapter(connector, app_id=settings.app_id, on_turn_error=_on_turn_error)
+            bot = CreditsBot(actions, limiter=RateLimiter(settings.rate_limit, clock=clock))
+            adapter = CreditsAdapter(connector, app_id=settings.app_id, on_turn_error=bot.on_turn_error)
             alert_connector = Connector(session=session, tokens=tokens, max_attempts=1, timeout=ALERT_SEND_TIMEOUT)
             app[SENDER] = ProactiveSender(CreditsAdapter(alert_connector, app_id=settings.app_id),
                                           app_id=settings.app_id)
             app[CONNECTOR] = connector
             app[SESSION] = session
-            app[ENDPOINT] = MessagesEndpoint(adapter, CreditsBot(actions).on_turn, authenticator)
+            app[ENDPOINT] = MessagesEndpoint(adapter, bot.on_turn, authenticator)
             yield
         finally:
             if graph is not None:
@@ -223,15 +225,6 @@ class _Members:
             return None
         value = member.get("aadObjectId")
         return value if isinstance(value, str) and value else None
-
-
-async def _on_turn_error(context: Any, error: Exception) -> None:
-    """Last resort for a turn that failed outside the actions (which answer their own crashes): most often a
-    reply that could not be delivered after retries. Logged with an incident id; Teams gets 200, because the
-    operation itself is done and a retry of the same activity would only replay it."""
-    incident = uuid.uuid4().hex[:12]
-    log.error("incident %s: turn failed for activity %s: %s", incident,
-              getattr(getattr(context, "activity", None), "id", "?"), type(error).__name__, exc_info=error)
 
 
 def _ledger_context(opener: LedgerOpener) -> Callable[[web.Application], AsyncIterator[None]]:

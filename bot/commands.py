@@ -17,6 +17,7 @@ import html
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Callable, Literal, Mapping, Sequence
 
 from storage.errors import InvalidCurrency
@@ -34,6 +35,11 @@ HISTORY_MAX = 50
 USAGE_DEFAULT = "30d"
 #: Longest memo `add` accepts, in characters.
 MAX_MEMO = 200
+#: Longest piece of what someone typed that a refusal quotes back (a 200 kB message is not echoed whole: Teams
+#: refuses replies of more than about 28 kB, so the answer would be lost).
+ECHO_MAX = 60
+#: Longest Entra object id typed as such (`grant <id> reader`); real ones are 36 characters.
+MAX_OBJECT_ID = 64
 
 Period = Literal["7d", "30d", "month"]
 
@@ -163,14 +169,16 @@ class _Fail(Exception):
 
 # --- text to tokens ----------------------------------------------------------------------------------------------
 
-_AT = re.compile(r"<at\b[^>]*>(.*?)</at\s*>", re.IGNORECASE | re.DOTALL)
+# A mention's name never holds another <at> tag: stopping there keeps this linear ("<at>" x 20,000 used to
+# take 12 s of the event loop, each opening tag scanning to the end of the text)
+_AT = re.compile(r"<at\b[^<>]*>((?:[^<]|<(?!/?at\b))*?)</at\s*>", re.IGNORECASE)
 _TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>")
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u2060\ufeff"), " ")  # zero-width space, word joiner, BOM
 _PLACEHOLDER = 0xF0000  # supplementary private use: never in the text the user meant
-_OBJECT_ID = re.compile(r"(?=.*[0-9])[0-9A-Za-z][0-9A-Za-z._:-]{7,}")
+_OBJECT_ID = re.compile(r"(?=.*[0-9])[0-9A-Za-z][0-9A-Za-z._:-]{7,%d}" % (MAX_OBJECT_ID - 1))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Text:
     at_names: tuple[str, ...]        # names inside <at>...</at>, by placeholder index
     mentions: tuple[Mention, ...]
@@ -183,11 +191,15 @@ class _Text:
         return None
 
     def mention_named(self, name: str) -> Mention | None:
-        wanted = name.strip().lstrip("@").strip().casefold()
+        return self.by_name.get(name.strip().lstrip("@").strip().casefold())
+
+    @cached_property
+    def by_name(self) -> Mapping[str, Mention]:
+        """Mentions by case-folded name; the first of a name wins."""
+        found: dict[str, Mention] = {}
         for mention in self.mentions:
-            if mention.name.strip().casefold() == wanted:
-                return mention
-        return None
+            found.setdefault(mention.name.strip().casefold(), mention)
+        return found
 
     def restore(self, tokens: Sequence[str]) -> str:
         """Tokens back to text, each <at> placeholder as the name it stood for."""
@@ -228,8 +240,11 @@ def parse(text: str, *, currency: str, locale: str, mentions: Sequence[Mention] 
     flat, at_names = _prepare(text)
     tokens = flat.split(" ") if flat else []
     ctx = _Text(at_names, tuple(mentions), currency, locale)
-    while tokens and (i := ctx.mention_index(tokens[0])) is not None and ctx.mention_named(at_names[i]) is None:
-        tokens = tokens[1:]  # a leading @mention of someone not passed in: the bot's own, left in the text
+    start = 0
+    while start < len(tokens) and (i := ctx.mention_index(tokens[start])) is not None \
+            and ctx.mention_named(at_names[i]) is None:
+        start += 1  # a leading @mention of someone not passed in: the bot's own, left in the text
+    tokens = tokens[start:]
     if not tokens:
         return Invocation(COMMANDS[0], COMMANDS[0].capability, {})
     word = tokens[0]
@@ -252,12 +267,17 @@ def _unknown(word: str, locale: str) -> ParseFailure:
         if name not in suggestions:
             suggestions.append(name)
     suggestions = suggestions[:3]
-    params: dict[str, Any] = {"command": word, "suggestion_list": tuple(suggestions),
+    params: dict[str, Any] = {"command": echo(word), "suggestion_list": tuple(suggestions),
                               "suggestions": format_list(suggestions, locale, style="or") if suggestions else ""}
     return ParseFailure("parse.unknown_command_suggest" if suggestions else "parse.unknown_command", params)
 
 
 Parsed = tuple[Capability | None, dict[str, Any]]
+
+
+def echo(text: str) -> str:
+    """What someone typed, to quote in a refusal: cut to `ECHO_MAX` characters with an ellipsis."""
+    return text if len(text) <= ECHO_MAX else text[:ECHO_MAX - 1] + "\u2026"
 
 
 def _usage(form: str | None = None) -> _Fail:
@@ -281,7 +301,7 @@ def _amount(ctx: _Text, tokens: Sequence[str], *, allow_zero: bool = False) -> i
     try:
         return parse_amount(text, currency=ctx.currency, locale=ctx.locale, allow_zero=allow_zero)
     except AmountError as error:
-        key, params = amount_failure(error, text=text, currency=ctx.currency, locale=ctx.locale)
+        key, params = amount_failure(error, text=echo(text), currency=ctx.currency, locale=ctx.locale)
         raise _Fail(key, **params) from None
 
 
@@ -383,7 +403,7 @@ def _parse_history(ctx: _Text, args: list[str]) -> Parsed:
     except AmountError:
         n = None
     if n is None:
-        raise _Fail("parse.history_count", text=text, max=HISTORY_MAX)
+        raise _Fail("parse.history_count", text=echo(text), max=HISTORY_MAX)
     return _READ, {"n": n}
 
 
@@ -418,7 +438,7 @@ def _parse_subscribe(ctx: _Text, args: list[str]) -> Parsed:
         try:
             wanted.add(AlertKind(value))
         except ValueError:
-            raise _Fail("parse.unknown_alert_kind", kind=word,
+            raise _Fail("parse.unknown_alert_kind", kind=echo(word),
                         kinds=", ".join(k.value for k in AlertKind)) from None
     kinds = tuple(k for k in AlertKind if k in wanted) if wanted else tuple(AlertKind)
     return Capability.MANAGE_SUBSCRIPTIONS, {"kinds": kinds}
@@ -437,7 +457,7 @@ def _user(ctx: _Text, tokens: Sequence[str]) -> Mention | str:
         if mention is None and len(ctx.mentions) == 1:
             mention = ctx.mentions[0]
         if mention is None:
-            raise _Fail("parse.mention_not_found", name=ctx.at_names[i])
+            raise _Fail("parse.mention_not_found", name=echo(ctx.at_names[i]))
         return mention
     typed = ctx.restore(tokens)
     mention = ctx.mention_named(typed)
@@ -445,7 +465,7 @@ def _user(ctx: _Text, tokens: Sequence[str]) -> Mention | str:
         return mention
     if len(tokens) == 1 and _OBJECT_ID.fullmatch(typed):
         return typed
-    raise _Fail("parse.mention_not_found", name=typed.lstrip("@"))
+    raise _Fail("parse.mention_not_found", name=echo(typed.lstrip("@")))
 
 
 def _parse_grant(ctx: _Text, args: list[str]) -> Parsed:
@@ -472,7 +492,7 @@ def _parse_currency(ctx: _Text, args: list[str]) -> Parsed:
     try:
         code = normalize_currency(args[0])
     except InvalidCurrency:
-        raise _Fail("parse.invalid_currency", code=args[0]) from None
+        raise _Fail("parse.invalid_currency", code=echo(args[0])) from None
     return _SETTINGS, {"code": code}
 
 

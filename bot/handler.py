@@ -10,27 +10,49 @@ beside it (botbuilder's `ConversationReference.serialize()` drops it). What to *
 from __future__ import annotations
 
 import logging
+import re
+import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from botbuilder.core import InvokeResponse, MessageFactory, TurnContext
+from botbuilder.core import BotAdapter, InvokeResponse, MessageFactory, TurnContext
 from botbuilder.core.teams import TeamsActivityHandler
-from botbuilder.schema import Activity, ChannelAccount
-from botbuilder.schema.teams import TeamInfo
+from botbuilder.schema import Activity, ActivityTypes, ChannelAccount
 
 from .actions import Actions, Reply, Turn
-from .context import SharedFile
 from .commands import Mention
+from .connector import ConnectorError
+from .context import SharedFile
+from .rate_limit import Decision, RateLimiter
 
 log = logging.getLogger(__name__)
 
+#: Longest display name (and mentioned id) taken from an activity: Teams' own limit for names is 256.
+MAX_NAME = 256
+#: Other people @mentioned in one message that are looked at (`grant @user` needs one).
+MAX_MENTIONS = 100
+
 
 class CreditsBot(TeamsActivityHandler):
-    def __init__(self, actions: Actions) -> None:
+    def __init__(self, actions: Actions, *, limiter: RateLimiter | None = None) -> None:
         self._actions = actions
+        self._limiter = limiter if limiter is not None else RateLimiter(None)
+
+    def _admit(self, activity: Activity) -> Decision:
+        """The rate limit (`bot.rate_limit`), per tenant and user, for a message or a card action."""
+        sender = activity.from_property
+        user = (sender.aad_object_id or sender.id or "") if sender is not None else ""
+        return self._limiter.check((_tenant(activity), user))
 
     # --- messages -------------------------------------------------------------------------------------------------
     async def on_message_activity(self, turn_context: TurnContext) -> None:
+        decision = self._admit(turn_context.activity)
+        if not decision.allowed:
+            # one polite answer per run of refusals; the rest are dropped (Teams still gets 200)
+            if decision.notify:
+                await turn_context.send_activity(MessageFactory.text(self._actions.slow_down_text(
+                    turn_context.activity.locale, decision.retry_after)))
+            return
         turn = _turn(turn_context)
         if turn is None:
             await turn_context.send_activity(MessageFactory.text(self._actions.no_tenant_text(
@@ -64,6 +86,10 @@ class CreditsBot(TeamsActivityHandler):
         activity = turn_context.activity
         if activity.name != "adaptiveCard/action":
             return InvokeResponse(status=400, body={"error": "unsupported invoke"})
+        decision = self._admit(activity)
+        if not decision.allowed:   # an invoke must be answered: every refusal says when to try again
+            return _invoke_error(429, "TooManyRequests",
+                                 self._actions.slow_down_text(activity.locale, decision.retry_after))
         turn = _turn(turn_context)
         if turn is None:
             return _invoke_error(400, "BadRequest", self._actions.no_tenant_text(activity.locale))
@@ -80,17 +106,48 @@ class CreditsBot(TeamsActivityHandler):
             body = {"statusCode": 200, "type": "application/vnd.microsoft.activity.message", "value": reply.text}
         return InvokeResponse(status=200, body=body)
 
+    # --- a turn that failed outside the actions ---------------------------------------------------------------------
+    async def on_turn_error(self, turn_context: TurnContext, error: Exception) -> None:
+        """Last resort for a turn that failed outside the actions (which answer their own crashes): logged with an
+        incident id, and the user is told that id. An invoke gets it in the Universal Actions error shape (without
+        an invoke response the request would end in a bare 501); a message gets the crash reply, unless what failed
+        was sending a reply (after the connector's retries: nothing more would arrive). Teams gets 200 for a
+        message either way: whatever the turn did is keyed by the activity id, a retry would only replay it.
+        Never raises."""
+        incident = uuid.uuid4().hex[:12]
+        activity = turn_context.activity
+        log.error("incident %s: turn failed for activity %s: %s", incident, getattr(activity, "id", "?"),
+                  type(error).__name__, exc_info=error)
+        try:
+            text = self._actions.crash_text(activity.locale, incident)
+            if activity.type == ActivityTypes.invoke:
+                if turn_context.turn_state.get(BotAdapter._INVOKE_RESPONSE_KEY) is None:
+                    await turn_context.send_activity(Activity(type=ActivityTypes.invoke_response,
+                                                              value=_invoke_error(500, "InternalError", text)))
+            elif activity.type == ActivityTypes.message and not isinstance(error, ConnectorError):
+                await turn_context.send_activity(MessageFactory.text(text))
+        except Exception:
+            log.warning("incident %s: the user could not be told", incident, exc_info=True)
+
     # --- installation ---------------------------------------------------------------------------------------------
     async def on_installation_update_add(self, turn_context: TurnContext) -> None:
         await self._welcome_once(turn_context)
 
-    async def on_teams_members_added_dispatch(self, members_added: list[ChannelAccount], team_info: TeamInfo,
-                                              turn_context: TurnContext) -> None:
-        # botbuilder's version looks every member up through its own connector; we only need to know whether
-        # the bot itself was added.
-        recipient = turn_context.activity.recipient
-        if recipient is not None and any(m.id == recipient.id for m in members_added or []):
+    async def on_conversation_update_activity(self, turn_context: TurnContext) -> None:
+        """Only one conversation update matters: the bot itself was added (a welcome). botbuilder's Teams version
+        first deserializes `channelData` strictly and fails the turn on any shape it dislikes (a `team` that is
+        not an object), then looks every added member up through its own connector; we need neither."""
+        activity = turn_context.activity
+        recipient = activity.recipient
+        if recipient is not None and any(getattr(m, "id", None) == recipient.id for m in activity.members_added or []):
             await self._welcome_once(turn_context)
+
+    async def on_message_update_activity(self, turn_context: TurnContext) -> None:
+        """Edited messages are not commands (botbuilder's Teams version fails the turn on a malformed
+        `channelData` before dispatching to handlers that do nothing)."""
+
+    async def on_message_delete_activity(self, turn_context: TurnContext) -> None:
+        """Deleted messages change nothing here (see `on_message_update_activity`)."""
 
     async def _welcome_once(self, turn_context: TurnContext) -> None:
         """Install events come twice (installationUpdate and conversationUpdate); welcome the first time the
@@ -118,12 +175,13 @@ def _turn(turn_context: TurnContext) -> Turn | None:
         return None
     sender = activity.from_property or ChannelAccount()
     recipient_id = activity.recipient.id if activity.recipient else ""
-    text = TurnContext.remove_recipient_mention(activity) if activity.text and recipient_id else activity.text
+    text = _without_own_mention(activity.text, activity, recipient_id) if activity.text and recipient_id \
+        else activity.text
     conversation = activity.conversation
     return Turn(
         tenant_id=tenant_id,
         user_id=sender.aad_object_id or "",
-        user_name=sender.name or "",
+        user_name=(sender.name or "")[:MAX_NAME],
         conversation_id=destination_id(conversation.id or "", conversation.conversation_type) if conversation else "",
         conversation_type=(conversation.conversation_type if conversation else None) or "personal",
         locale=activity.locale or "",
@@ -144,9 +202,10 @@ def _shared_files(activity: Activity) -> tuple[SharedFile, ...]:
     """Files dropped into a personal chat (Teams sends one `file.download.info` attachment per file)."""
     found = []
     for attachment in activity.attachments or []:
-        content = attachment.content if isinstance(attachment.content, dict) else {}
+        content = getattr(attachment, "content", None)   # an attachment may be anything, null included
+        content = content if isinstance(content, dict) else {}
         url = content.get("downloadUrl")
-        if attachment.content_type == FILE_DOWNLOAD_INFO and isinstance(url, str) and url:
+        if getattr(attachment, "content_type", None) == FILE_DOWNLOAD_INFO and isinstance(url, str) and url:
             found.append(SharedFile(str(attachment.name or "file")[:200], url,
                                     str(content.get("fileType") or "").lower()[:10]))
     return tuple(found)
@@ -183,14 +242,47 @@ def _tenant(activity: Activity) -> str:
     return conversation_tenant if isinstance(conversation_tenant, str) else ""
 
 
-def _mentions(activity: Activity, recipient_id: str) -> tuple[Mention, ...]:
+def _mention_entities(activity: Activity) -> list[tuple[dict[str, Any], Any]]:
+    """(mentioned, text) of each well-formed `mention` entity. botbuilder's `get_mentions` and
+    `remove_mention_text` index these without looking (an entity without a type, or a mention whose `mentioned`
+    is missing or not an object, crashed the turn before it reached the actions: no reply at all)."""
     found = []
-    for entity in TurnContext.get_mentions(activity):
-        mentioned = (entity.additional_properties or {}).get("mentioned") or {}
-        if not isinstance(mentioned, dict) or mentioned.get("id") in (None, recipient_id):
+    for entity in activity.entities or []:
+        kind = getattr(entity, "type", None)
+        props = getattr(entity, "additional_properties", None) or {}
+        if isinstance(kind, str) and kind.lower() == "mention" and isinstance(props.get("mentioned"), dict):
+            found.append((props["mentioned"], props.get("text")))
+    return found
+
+
+def _without_own_mention(text: str, activity: Activity, recipient_id: str) -> str:
+    """`text` without the bot's own @mention, as botbuilder's `remove_recipient_mention` does it (the name
+    inside the mention's `<at>...</at>` removed wherever it appears, then empty `<at></at>` tags), but
+    tolerant of malformed entities and without mutating the activity."""
+    for mentioned, shown in _mention_entities(activity):
+        if mentioned.get("id") != recipient_id:
             continue
-        found.append(Mention(user_id=str(mentioned.get("id")), name=str(mentioned.get("name") or ""),
-                             aad_object_id=mentioned.get("aadObjectId") or None))
+        if not isinstance(shown, str) or not shown:
+            shown = mentioned.get("name")
+        if not isinstance(shown, str) or len(shown) > 4 * MAX_NAME:   # the pattern backtracks on long text
+            continue
+        match = re.match(r"<at(.*)>(.*?)</at>", shown, re.IGNORECASE)
+        if match and match[2]:
+            text = text.replace(match[2], "").replace("<at></at>", "")
+    return text
+
+
+def _mentions(activity: Activity, recipient_id: str) -> tuple[Mention, ...]:
+    found: list[Mention] = []
+    for mentioned, _ in _mention_entities(activity):
+        if mentioned.get("id") in (None, recipient_id):
+            continue
+        if len(found) == MAX_MENTIONS:
+            break
+        aad = mentioned.get("aadObjectId")
+        found.append(Mention(user_id=str(mentioned.get("id"))[:MAX_NAME],
+                             name=str(mentioned.get("name") or "")[:MAX_NAME],
+                             aad_object_id=aad if isinstance(aad, str) and aad else None))
     return tuple(found)
 
 

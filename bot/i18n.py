@@ -220,11 +220,11 @@ _M: dict[str, dict[str, str]] = {
     "sync.not_configured": {
         "en": "Usage sync from Microsoft Graph is not set up for this bot. Its operator sets GRAPH_TENANT_ID, "
               "GRAPH_CLIENT_ID and GRAPH_CLIENT_SECRET (an app registration with the application permission "
-              "CallRecord-PstnCalls.Read.All and admin consent). Until then, usage comes from the admin center's "
+              "CallRecords.Read.All and admin consent). Until then, usage comes from the admin center's "
               "export: `python -m bot import-usage FILE`.",
         "da": "Synkronisering af forbrug fra Microsoft Graph er ikke sat op for denne bot. Den, der driver den, "
               "sætter GRAPH_TENANT_ID, GRAPH_CLIENT_ID og GRAPH_CLIENT_SECRET (en app-registrering med "
-              "applikationstilladelsen CallRecord-PstnCalls.Read.All og administratorsamtykke). Indtil da kommer "
+              "applikationstilladelsen CallRecords.Read.All og administratorsamtykke). Indtil da kommer "
               "forbruget fra eksporten i Teams Administration: `python -m bot import-usage FIL`.",
     },
     "sync.refused": {
@@ -787,6 +787,15 @@ _M: dict[str, dict[str, str]] = {
         "en": "The ledger is unavailable right now. Nothing was changed; please try again in a minute.",
         "da": "Regnskabet er ikke tilgængeligt lige nu. Intet er ændret; prøv igen om et minut.",
     },
+    "rate_limit.slow_down": {
+        "en": "You're sending commands faster than I can take them, so I'm ignoring them for a moment. Please "
+              "wait {wait} and try again. Nothing was changed by the ones I ignored.",
+        "da": "Du sender kommandoer hurtigere, end jeg kan tage imod dem, så jeg ignorerer dem et øjeblik. Vent "
+              "{wait}, og prøv igen. De ignorerede kommandoer har ikke ændret noget.",
+    },
+    "rate_limit.second_one": {"en": "1 second", "da": "1 sekund"},
+    "rate_limit.seconds": {"en": "{n} seconds", "da": "{n} sekunder"},
+    "rate_limit.minutes": {"en": "{n} minutes", "da": "{n} minutter"},
     "error.crash": {
         "en": "Something went wrong on our side. Incident id: {incident}. Nothing was changed.",
         "da": "Noget gik galt hos os. Hændelses-id: {incident}. Intet er ændret.",

@@ -31,6 +31,8 @@ from dotenv import load_dotenv
 from storage.errors import InvalidCurrency
 from storage.money import MAX_MAJOR_UNITS, normalize_currency
 
+from .rate_limit import DEFAULT_RATE_LIMIT, RateLimit, parse_rate_limit
+
 #: Accepted `MicrosoftAppType` values, in Bot Framework's spelling (matched case-insensitively).
 APP_TYPES = ("MultiTenant", "SingleTenant", "UserAssignedMSI")
 #: App types that are bound to one tenant and so need `MicrosoftAppTenantId` (Bot Framework's rule).
@@ -144,6 +146,8 @@ class Settings:
     alert_attempts: int = DEFAULT_ALERT_ATTEMPTS
     #: When the daily jobs (lot expiry, forecast) run, UTC. They also run at start-up if a day's run was missed.
     daily_at: time = DEFAULT_DAILY_AT
+    #: Commands per user (tenant, Entra object id) and time unit; None: no limit (`CREDITS_RATE_LIMIT=0`).
+    rate_limit: RateLimit | None = parse_rate_limit(DEFAULT_RATE_LIMIT)
     to_bot_from_channel_openid_metadata_url: str = DEFAULT_OPENID_METADATA_URL
     to_bot_from_channel_token_issuer: str = DEFAULT_TOKEN_ISSUER
     #: `ToChannelFromBotLoginUrl` as configured; None derives it from the app type (see `outbound_authority`).
@@ -316,6 +320,15 @@ class Settings:
                 problems.append(f"CREDITS_DAILY_AT: must be a UTC time of day as HH:MM (for example 02:00), got "
                                 f"{_shown(raw_daily)}")
 
+        rate_limit = parse_rate_limit(DEFAULT_RATE_LIMIT)
+        raw_rate = get("CREDITS_RATE_LIMIT")
+        if raw_rate is not None:
+            try:
+                rate_limit = parse_rate_limit(raw_rate)
+            except ValueError:
+                problems.append(f"CREDITS_RATE_LIMIT: commands per user as N/s, N/min or N/h (for example "
+                                f"{DEFAULT_RATE_LIMIT}), or 0 for no limit, got {_shown(raw_rate)}")
+
         log_level = DEFAULT_LOG_LEVEL
         raw_level = get("LOG_LEVEL")
         if raw_level is not None:
@@ -341,7 +354,7 @@ class Settings:
             graph_url=graph_url or DEFAULT_GRAPH_URL, graph_login_url=graph_login_url or PUBLIC_CLOUD_LOGIN,
             billed_capabilities=billed, admin_token=admin_token,
             approval_threshold=approval_threshold, log_level=log_level, alert_attempts=alert_attempts,
-            daily_at=daily_at,
+            daily_at=daily_at, rate_limit=rate_limit,
             to_bot_from_channel_openid_metadata_url=metadata_url, to_bot_from_channel_token_issuer=issuer,
             to_channel_from_bot_login_url=login_url, to_channel_from_bot_oauth_scope=scope,
         )

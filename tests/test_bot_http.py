@@ -197,8 +197,9 @@ async def test_every_authentication_failure_is_401_and_writes_nothing(secure_cha
 
 
 async def test_one_token_request_per_token_lifetime_over_200_turns(secure_chat: Chat, identity: FakeIdentity) -> None:
+    senders = [ALEX] + [teams.user(f"aad-user-{n}", f"User {n}") for n in range(9)]   # within each one's rate limit
     for i in range(200):
-        await secure_chat.say("balance", activity_id=f"turn-{i}")
+        await secure_chat.say("balance", activity_id=f"turn-{i}", sender=senders[i % len(senders)])
     assert identity.token_requests() == 1
     assert len(secure_chat.connector.peers()) == 1          # every reply over one pooled connection
 
