@@ -349,15 +349,14 @@ class Actions:
 
     async def _sync(self, ctx: Ctx, args: Mapping[str, Any]) -> Reply:
         """Graph sync now, for this tenant; the outcome in words (a refusal explained so an admin can act)."""
-        from .usage.graph import GraphError
+        from .usage.graph import GraphPermissionError
         if self._usage_service is None or self._usage_service.graph is None:
             return ctx.say("sync.not_configured")
         try:
             [report] = await self._usage_service.sync(ctx.turn.tenant_id, actor=ctx.turn.user_id or None)
-        except GraphError as error:
-            advice = getattr(error, "admin_message", None) or str(error)
-            return ctx.say("sync.refused", advice=advice)
-        except Exception:
+        except GraphPermissionError as error:   # something an administrator fixes: say what
+            return ctx.say("sync.refused", advice=error.admin_message)
+        except Exception:   # an outage beyond the retries, or a crash: what was read stays; never str(exc)
             incident = uuid.uuid4().hex[:12]
             log.exception("incident %s: sync for tenant %s failed", incident, ctx.turn.tenant_id)
             return ctx.say("sync.failed", incident=incident)
