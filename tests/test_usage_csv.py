@@ -493,3 +493,20 @@ async def test_rows_parsed_in_a_process_are_the_rows_read_directly(tmp_path: Pat
     via_process = [row async for row in export_rows_in_a_process(path, progress=consumed.append, step=7)]
     assert via_process == list(read_export(path))
     assert sum(consumed) == export_size(path)
+
+
+def test_rows_survive_the_trip_from_the_parsing_process() -> None:
+    """The child process pickles rows to the importer (UsageRow has a cheaper __reduce__ of its own)."""
+    import pickle
+    from datetime import datetime, timezone
+    from decimal import Decimal
+
+    from bot.usage.rows import BadRow, UsageRow
+
+    rows = [UsageRow("u-1", Decimal("0.1230"), "USD", datetime(2026, 11, 1, 8, 30, tzinfo=timezone.utc), "MCOPSTNPP",
+                     {"user_name": "Ådne Ørsted", "duration_s": 61}),
+            UsageRow("u-2", Decimal("1E+2"), "DKK", datetime(2026, 11, 2, tzinfo=timezone.utc), "MCOPSTN1"),
+            BadRow("line 7", "Charge is not a number: 'abc'")]
+    back = pickle.loads(pickle.dumps(rows))
+    assert back == rows and [type(r) for r in back] == [UsageRow, UsageRow, BadRow]
+    assert str(back[1].charge) == "1E+2" and back[0].occurred_at.tzinfo is timezone.utc
