@@ -57,10 +57,11 @@ playground: $(STAMP) $(E2E_STAMP)
 e2e: $(STAMP) $(CHROMIUM) $(E2E_STAMP)
 	$(PY) -m pytest $(E2E) $(PYTEST_ARGS)
 
-## bench: storage benchmarks, then importing 100k usage rows
+## bench: storage benchmarks, importing 100k usage rows, then turns against the echo bot and the bare handler
 bench: $(STAMP)
 	$(PY) bench/storage.py
 	$(PY) bench/usage_import.py --rows 100000
+	$(PY) bench/turns/run.py
 
 ## clean: the virtualenv, caches, build output, the node_modules of the tests and artifacts/ (never ./data)
 clean:

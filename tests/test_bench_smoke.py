@@ -25,3 +25,18 @@ def test_usage_import_benchmark_runs_and_imports_every_row() -> None:
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["rows"] == summary["file_rows"] >= 10_000 and summary["verify_ok"] is True
     assert 0 < summary["debited"] < summary["rows"]      # the demo has free and non-credit calls too
+
+
+def test_turn_benchmark_runs_every_target_without_errors() -> None:
+    """bench/turns/run.py --quick: the echo bot, the bare handler and our bot on both backends, against the fake
+    connector and token endpoint; every reply arrives and the stores verify. The figures are only printed."""
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "turns" / "run.py"), "--quick"], capture_output=True,
+                          text=True, timeout=300, cwd=ROOT)
+    assert done.returncode in (0, 1), done.stderr[-2000:]     # 1: a target missed, which is a figure, not a failure
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    targets = summary["targets"]
+    assert {"echo", "bare", "ours-tinydb", "ours-postgres"} <= set(targets)
+    for name, figures in targets.items():
+        assert figures["turns"] > 0 and figures["errors"]["total"] == 0, (name, figures["errors"])
+    for name in ("ours-tinydb", "ours-postgres"):
+        assert targets[name]["verify"]["problems"] == 0 and targets[name]["token_requests_run"] == 1
