@@ -162,8 +162,10 @@ class CreditsBot(TeamsActivityHandler):
 
     async def _remember(self, turn_context: TurnContext, turn: Turn) -> bool:
         """Open the tenant's account (first contact) and save the conversation reference. True if this
-        conversation was not known before."""
+        conversation was not known before. The reference is saved without the activity id, which changes with
+        every message and which a proactive send drops anyway: an unchanged reference costs no write."""
         reference = TurnContext.get_conversation_reference(turn_context.activity).serialize()
+        reference.pop("activityId", None)
         return await self._actions.remember_conversation(turn, reference)
 
 

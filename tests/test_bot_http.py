@@ -36,6 +36,17 @@ async def test_a_channel_message_with_the_bots_mention_is_understood(chat: Chat)
     assert refs[0].reference["conversation"]["id"] == teams.conversation("channel")["id"]
 
 
+async def test_the_conversation_reference_is_written_once_not_on_every_message(chat: Chat) -> None:
+    """Each message carries a new activity id; the saved reference leaves it out (a proactive send drops it), so
+    a conversation that did not change costs no write per turn."""
+    await chat.say("balance", activity_id="first-message")
+    [saved] = await chat.ledger.conversations(teams.TENANT)
+    assert "activityId" not in saved.reference
+    for n in range(3):
+        await chat.say("balance", activity_id=f"later-{n}")
+    assert await chat.ledger.conversations(teams.TENANT) == [saved]     # updated_at unchanged: never rewritten
+
+
 async def test_a_group_chat_works_too(chat: Chat) -> None:
     assert "$0.00" in await chat.say("balance", scope="groupChat")
 
