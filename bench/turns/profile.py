@@ -30,6 +30,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
+from bench.turns.common import ROOT
 from bench.turns.run import Bench, Target, log
 
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^():]*)(?::(?P<line>\d+))?\)$")
@@ -56,7 +57,7 @@ def package_of(path: str) -> str:
 
 
 def short(path: str) -> str:
-    for marker in ("site-packages/", "/work/main/", "/lib/python3.11/"):
+    for marker in ("site-packages/", f"{ROOT}/", "/lib/python3.11/"):
         if marker in path:
             return path.split(marker, 1)[1]
     return path
