@@ -74,7 +74,10 @@ class BookState:
         )
 
     def copy(self) -> "BookState":
-        return BookState.from_dict(self.to_dict())
+        """An independent copy: the containers are new, what they hold is immutable (frozen lots and settings,
+        datetimes). Every operation copies the state; a round trip through `to_dict` re-parsed every lot's times."""
+        return replace(self, lots=list(self.lots), recent_recharges=list(self.recent_recharges),
+                       armed=dict(self.armed))
 
 
 class Book:
