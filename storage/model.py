@@ -451,6 +451,25 @@ class AuditRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountView:
+    """What a chat turn reads about an account, in one ledger call (`Ledger.account_view`).
+
+    `expiring`: open lots (money left) expiring at or before `now + expiring_within`, oldest first.
+    `last_recharge`: the newest `auto_recharge` entry, None if there never was one.
+    `window_usage`: money used by calls that *happened* in `[now - burn_window, now]` (usage entries by their
+    call time, `forecast.call_time`), a positive number of minor units: the forecast's input.
+    """
+
+    account: Account
+    roles: tuple[RoleGrant, ...]
+    recharge: RechargeSettings
+    alert_settings: AlertSettings
+    expiring: tuple[Lot, ...]
+    last_recharge: "Entry | None"
+    window_usage: int
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
     """A page of a journal, newest first. `older` is the cursor for the next page (None at the start of
     history); pass it as `before` to get older items."""

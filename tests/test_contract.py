@@ -1906,3 +1906,54 @@ async def test_postgres_itself_refuses_a_journal_that_does_not_add_up(tmp_path, 
         assert await con.fetchval("SELECT balance FROM accounts WHERE tenant_id = $1", T) == 700
     finally:
         await con.close()
+
+
+# --- account_view: one call for what a chat turn reads --------------------------------------------------------
+
+async def _composed_view(ledger, tenant: str = T, **kw):
+    """The meaning of `account_view`: the contract's default, composed from the single reads."""
+    from storage.ledger import Ledger
+    return await Ledger.account_view(ledger, tenant, **kw)
+
+
+async def test_account_view_matches_the_single_reads(ledger, clock):
+    await new_account(ledger)
+    empty = await ledger.account_view(T)
+    assert empty == await _composed_view(ledger)
+    assert (empty.account.balance, empty.roles, empty.expiring, empty.last_recharge, empty.window_usage) == \
+        (0, (), (), None, 0)
+    await ledger.grant_role(T, ADMIN, Role.ADMIN, actor=ADMIN, key=k("grant"), display_name="Ada")
+    await thresholds(ledger, 5_00, 2_00)
+    await fund(ledger, 100_00)                     # this lot expires first
+    clock.advance(timedelta(days=40))
+    await auto_recharge(ledger, 20_00, 80_00)     # the calls below take the balance under 80: one recharge
+    await fund(ledger, 3_00)
+    # calls that happened inside, at the edges of and outside the 30-day window; one recorded long after
+    now = clock.now
+    for i, (days_ago, amount) in enumerate([(0, 1_00), (29, 2_00), (30, 4_00), (31, 8_00), (45, 16_00)]):
+        occurred = now - timedelta(days=days_ago)
+        await ledger.record_usage(T, UsageRecord(f"w-{i}", amount, "USD", occurred, {"call_type": "out"}))
+    view = await ledger.account_view(T)
+    assert view == await _composed_view(ledger)
+    assert view.window_usage == 1_00 + 2_00 + 4_00          # both ends of [now - 30 days, now] count
+    assert view.last_recharge is not None and view.last_recharge.kind is EntryKind.AUTO_RECHARGE
+    assert view.recharge.enabled and view.alert_settings.thresholds == (5_00, 2_00)
+    assert [g.user_id for g in view.roles] == [ADMIN]
+    assert view.expiring == ()                                # nothing expires within 30 days yet
+    # eleven and a half months on: the first lots are within the notice, the newer ones not
+    clock.advance(timedelta(days=320))
+    later = await ledger.account_view(T)
+    assert later == await _composed_view(ledger)
+    assert later.expiring and all(lot.expires_at <= clock.now + timedelta(days=30) for lot in later.expiring)
+    assert len(later.expiring) < len(await ledger.lots(T))
+    assert later.window_usage == 0                            # no call in the last 30 days
+    wide = await ledger.account_view(T, expiring_within=timedelta(days=400), burn_window=timedelta(days=400))
+    assert wide == await _composed_view(ledger, expiring_within=timedelta(days=400), burn_window=timedelta(days=400))
+    assert list(wide.expiring) == await ledger.lots(T)
+    at = clock.now - timedelta(days=330)
+    assert await ledger.account_view(T, now=at) == await _composed_view(ledger, now=at)
+
+
+async def test_account_view_of_an_unknown_tenant_is_not_found(ledger):
+    with pytest.raises(AccountNotFound):
+        await ledger.account_view("ghost")
