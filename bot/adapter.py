@@ -19,6 +19,7 @@ from botbuilder.schema import (Activity, ActivityEventNames, ActivityTypes, Conv
                               ResourceResponse)
 from botbuilder.core import conversation_reference_extension
 
+from .activity_json import activity_from_json, activity_to_json
 from .connector import Connector
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ class ProactiveSender:
 
         async def post(context: TurnContext) -> None:
             try:
-                response = await context.send_activity(Activity().deserialize(dict(activity)))
+                response = await context.send_activity(activity_from_json(dict(activity)))
                 outcome["id"] = response.id if response is not None else ""
             except Exception as error:  # re-raised below, outside botbuilder's pipeline
                 outcome["error"] = error
@@ -122,6 +123,6 @@ def _is_continuation(activity: Activity) -> bool:
 
 
 def _payload(activity: Activity) -> Mapping[str, Any]:
-    body = activity.serialize()
+    body = activity_to_json(activity)
     body.pop("id", None)
     return body

@@ -30,6 +30,7 @@ from aiohttp import web
 from botbuilder.core import TurnContext
 from botbuilder.schema import Activity
 
+from .activity_json import activity_from_json
 from .adapter import CreditsAdapter
 from .auth import AuthenticationError, InboundAuthenticator
 
@@ -163,7 +164,7 @@ def _activity(body: Any) -> Activity | None:
     try:
         # msrest refuses Decimal anywhere ("Cannot deserialize generic object"): it gets a copy without them,
         # and the activity keeps the original `value` (the card's data and inputs, where numbers matter)
-        activity = Activity().deserialize(_without_decimals(body) if decimals else body)
+        activity = activity_from_json(_without_decimals(body) if decimals else body)
     except Exception:  # msrest raises a zoo of types for shapes it dislikes
         return None
     if "value" in body:
