@@ -49,6 +49,8 @@ DEFAULT_TOKEN_ISSUER = "https://api.botframework.com"
 ALGORITHM = "RS256"
 #: Seconds one metadata or JWKS fetch may take before it counts as failed.
 FETCH_TIMEOUT = 10.0
+#: Validated tokens remembered (token -> claims; the channel reuses a token for about an hour): up to ~2 MB.
+VERIFIED_TOKENS_KEPT = 1024
 #: Largest accepted `Authorization` header; real Bot Framework tokens are about 1.5 kB.
 MAX_HEADER_LENGTH = 16 * 1024
 #: Claims a channel token must carry (PyJWT checks presence; `serviceurl` is checked by us).
@@ -123,6 +125,7 @@ class InboundAuthenticator:
         self._sleep = sleep
         self._timeout = aiohttp.ClientTimeout(total=fetch_timeout)
         self._keys: dict[str, _SigningKey] = {}
+        self._verified: dict[str, tuple[str, dict[str, Any]]] = {}   # token -> (kid, claims), insertion order
         self._last_on_demand: datetime | None = None  # last refresh an unknown kid caused, by `clock`
         self._last_success: datetime | None = None
         self._refresh_lock = asyncio.Lock()
@@ -168,6 +171,32 @@ class InboundAuthenticator:
         `service_url` and `channel_id` are the activity's `serviceUrl` and `channelId`.
         """
         token = _bearer_token(auth_header)
+        verified = self._verified.get(token)
+        if verified is None:
+            verified = await self._verify(token)
+        kid, claims = verified
+        # per activity, also for a token seen before: the key still trusted and endorsed for this channel,
+        # the token still in time, and issued for this activity's service URL
+        signing_key = await self._key_for(kid)
+        if signing_key.endorsements is not None and channel_id not in signing_key.endorsements:
+            raise AuthenticationError("endorsement_mismatch")
+        try:
+            self._check_times(claims)
+        except AuthenticationError:
+            self._verified.pop(token, None)
+            raise
+        claimed_url = claims.get("serviceurl")
+        if not isinstance(claimed_url, str) or not isinstance(service_url, str) or not claimed_url.rstrip("/") \
+                or claimed_url.rstrip("/") != service_url.rstrip("/"):
+            raise AuthenticationError("serviceurl_mismatch")
+        return BotClaims(app_id=self.app_id, service_url=claimed_url, issuer=claims["iss"],
+                         raw=MappingProxyType(dict(claims)))
+
+    async def _verify(self, token: str) -> tuple[str, dict[str, Any]]:
+        """(key id, claims) of a token whose signature, audience, issuer and required claims hold, remembered
+        for the next activities that carry the same token (the channel reuses one for about an hour). Only the
+        signature and the claims are remembered: whatever depends on the activity or the time is checked each
+        time by `authenticate`."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -177,20 +206,12 @@ class InboundAuthenticator:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise AuthenticationError("missing_kid")
-
         signing_key = await self._key_for(kid)
-        if signing_key.endorsements is not None and channel_id not in signing_key.endorsements:
-            raise AuthenticationError("endorsement_mismatch")
-
         claims = self._decode(token, signing_key.key)
-        self._check_times(claims)
-
-        claimed_url = claims.get("serviceurl")
-        if not isinstance(claimed_url, str) or not isinstance(service_url, str) or not claimed_url.rstrip("/") \
-                or claimed_url.rstrip("/") != service_url.rstrip("/"):
-            raise AuthenticationError("serviceurl_mismatch")
-        return BotClaims(app_id=self.app_id, service_url=claimed_url, issuer=claims["iss"],
-                         raw=MappingProxyType(dict(claims)))
+        if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+            del self._verified[next(iter(self._verified))]   # the oldest first
+        self._verified[token] = (kid, claims)
+        return kid, claims
 
     def _decode(self, token: str, key: jwt.PyJWK) -> dict[str, Any]:
         try:

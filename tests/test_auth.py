@@ -376,3 +376,47 @@ async def test_an_app_id_is_required(http_session) -> None:
     with pytest.raises(ValueError):
         InboundAuthenticator(app_id="", session=http_session, metadata_url="http://127.0.0.1/x",
                              issuer=BOT_FRAMEWORK_ISSUER)
+
+
+# -- a token seen before: its signature is not checked again, everything else is ---------------------------------
+
+
+async def test_a_token_seen_before_skips_only_the_signature_check(auth, identity, clock, monkeypatch) -> None:
+    header = f"Bearer {token(identity, clock, expires_in=3600)}"
+    decodes = []
+    real = auth._decode
+    monkeypatch.setattr(auth, "_decode", lambda *a: decodes.append(1) or real(*a))
+    for _ in range(3):
+        await auth.authenticate(header, service_url=SERVICE_URL, channel_id=CHANNEL)
+    assert len(decodes) == 1
+    # per activity: the service URL, the channel's endorsement, the time
+    assert await reason(auth, header, service_url="https://evil.example/") == "serviceurl_mismatch"
+    assert await reason(auth, header, channel_id="webchat") == "endorsement_mismatch"
+    clock.advance(timedelta(hours=1, minutes=6))
+    assert await reason(auth, header) == "expired"
+    assert len(decodes) == 1
+
+
+async def test_a_token_seen_before_stops_working_when_its_key_is_retired(auth, identity, clock) -> None:
+    header = f"Bearer {token(identity, clock)}"
+    await auth.authenticate(header, service_url=SERVICE_URL, channel_id=CHANNEL)
+    identity.rotate_key(retire_old=True)
+    assert await auth.refresh() is True
+    assert await reason(auth, header) == "unknown_kid"
+
+
+async def test_a_refused_token_is_not_remembered(auth, identity, clock) -> None:
+    good = token(identity, clock)
+    head, payload, signature = good.split(".")
+    forged = f"{head}.{payload}.{signature[:-6]}AAAAAA"
+    for _ in range(2):
+        assert await reason(auth, f"Bearer {forged}") == "bad_signature"
+
+
+async def test_remembered_tokens_are_bounded(auth, identity, clock, monkeypatch) -> None:
+    monkeypatch.setattr("bot.auth.VERIFIED_TOKENS_KEPT", 3)
+    headers = [f"Bearer {token(identity, clock, expires_in=3600 + i)}" for i in range(5)]
+    for header in headers:
+        await auth.authenticate(header, service_url=SERVICE_URL, channel_id=CHANNEL)
+    assert len(auth._verified) == 3
+    assert set(auth._verified) == {h.split(" ", 1)[1] for h in headers[2:]}
