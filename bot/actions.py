@@ -43,6 +43,8 @@ FAILED_SHOWN = 20
 ERROR_SHOWN = 200
 #: Dead alerts counted for the hint under `alerts` (more are "more than" this).
 FAILED_COUNTED = 100
+#: Conversation references remembered per process as saved (about 1 kB each).
+SAVED_REFERENCES_KEPT = 10_000
 
 
 class MemberDirectory(Protocol):
@@ -79,6 +81,9 @@ class Actions:
             "grant": self._grant, "revoke": self._revoke, "whoami": self._whoami, "currency": self._currency_cmd,
             "sync": self._sync,
         }
+        # (tenant, conversation) -> the reference this process last saved there: most turns come from a
+        # conversation whose reference has not changed, and then cost no ledger call before the action
+        self._saved_references: dict[tuple[str, str], dict[str, Any]] = {}
         self._cards = CardActions(ledger, clock=clock, approval_threshold=approval_threshold, messenger=messenger,
                                   bootstrap_admins=self._bootstrap)
         missing = {c.name for c in commands.COMMANDS} ^ set(self._handlers)
@@ -89,9 +94,16 @@ class Actions:
     async def remember_conversation(self, turn: Turn, reference: Mapping[str, Any]) -> bool:
         """First contact opens the tenant's account (in the default currency, changeable before the first
         entry); every activity saves the conversation reference. True if the conversation is new."""
+        key, saved = (turn.tenant_id, turn.conversation_id), dict(reference)
+        if self._saved_references.get(key) == saved:
+            return False   # this process saved exactly this reference already: nothing to open or write
         await self._ledger.open_account(turn.tenant_id, self._currency)
-        return await self._ledger.save_conversation(   # decided atomically: concurrent first turns welcome once
-            ConversationRef(turn.conversation_id, turn.tenant_id, dict(reference), self._clock()))
+        new = await self._ledger.save_conversation(   # decided atomically: concurrent first turns welcome once
+            ConversationRef(turn.conversation_id, turn.tenant_id, saved, self._clock()))
+        if len(self._saved_references) >= SAVED_REFERENCES_KEPT:
+            del self._saved_references[next(iter(self._saved_references))]   # the oldest first
+        self._saved_references[key] = saved
+        return new
 
     async def safely(self, action: Callable[[Turn], Awaitable[Reply]], turn: Turn) -> Reply:
         """Run an action; a crash becomes an incident id in the log and in the reply, nothing more."""
@@ -166,30 +178,30 @@ class Actions:
                                                                  locale=ctx.locale))
 
     async def _context(self, turn: Turn) -> Ctx:
-        account = await self._ledger.get_account(turn.tenant_id)
-        grants = await self._ledger.roles(turn.tenant_id)
+        view = await self._ledger.account_view(turn.tenant_id, now=self._clock())
+        account, grants = view.account, view.roles
         stored = next((g.role for g in grants if g.user_id == turn.user_id), None) if turn.user_id else None
         role = effective_role(stored, turn.user_id, account_has_admin=any(g.role is Role.ADMIN for g in grants),
                               bootstrap_admins=self._bootstrap)
         return Ctx(language=language_for(turn.locale, self._fallback),
-                   locale=resolve_locale(turn.locale, self._fallback), currency=account.currency, turn=turn, role=role)
+                   locale=resolve_locale(turn.locale, self._fallback), currency=account.currency, turn=turn, role=role,
+                   view=view)
 
     # --- commands ---------------------------------------------------------------------------------------------
     async def _help(self, ctx: Ctx, args: Mapping[str, Any]) -> Reply:
         return Reply(commands.help_text(ctx.language, role=ctx.role))
 
     async def _balance(self, ctx: Ctx, args: Mapping[str, Any]) -> Reply:
-        tenant = ctx.turn.tenant_id
-        account = await self._ledger.get_account(tenant)
-        recharge = await self._ledger.recharge_settings(tenant)
+        view = ctx.view if ctx.view is not None else await self._ledger.account_view(ctx.turn.tenant_id,
+                                                                                     now=self._clock())
+        account, recharge = view.account, view.recharge
         lines = [ctx.text("balance.reply", balance=ctx.money(account.balance))]
         if account.balance < 0:
             lines.append(ctx.text("balance.below_zero"))
         lines.append(ctx.text("balance.recharge_on", amount=ctx.money(recharge.amount),
                               trigger=ctx.money(recharge.trigger)) if recharge.enabled
                      else ctx.text("balance.recharge_off"))
-        now = self._clock()
-        soon = [lot for lot in await self._ledger.lots(tenant) if lot.expires_at <= now + timedelta(days=30)]
+        soon = view.expiring
         if soon:
             lines.append(ctx.text("balance.expiring", amount=ctx.money(sum(l.remaining for l in soon)),
                                   date=format_date(min(l.expires_at for l in soon), ctx.locale)))

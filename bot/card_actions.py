@@ -24,7 +24,6 @@ import logging
 import re
 import secrets
 from dataclasses import replace
-from datetime import timedelta
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any, Awaitable, Callable, Mapping, Protocol
 
@@ -261,12 +260,10 @@ class CardActions(_Admin):
 
     # --- reading ----------------------------------------------------------------------------------------------
     async def _balance(self, ctx: Ctx, data: Mapping[str, Any]) -> Reply:
-        tenant, now = ctx.turn.tenant_id, self._clock()
-        account = await self._ledger.get_account(tenant)
-        recharge = await self._ledger.recharge_settings(tenant)
-        thresholds = (await self._ledger.alert_settings(tenant)).thresholds
-        expiring = [lot for lot in await self._ledger.lots(tenant) if lot.expires_at <= now + timedelta(days=30)]
-        f, amount = await reports.account_forecast(self._ledger, tenant, now)
+        now = self._clock()
+        view = ctx.view if ctx.view is not None else await self._ledger.account_view(ctx.turn.tenant_id, now=now)
+        account, recharge, thresholds = view.account, view.recharge, view.alert_settings.thresholds
+        f, amount = reports.view_forecast(view, now)
         line = None
         if f.next_recharge_on is not None and amount is not None:
             line = ctx.t("forecast.next_recharge", amount=ctx.money(amount), date=ctx.date(f.next_recharge_on))
@@ -274,8 +271,7 @@ class CardActions(_Admin):
             line = ctx.t("forecast.zero", date=ctx.date(f.zero_on))
         card = cards.balance_card(ctx, account=account, recharge=recharge,
                                   status=cards.balance_status(account.balance, recharge, thresholds),
-                                  last_recharge=await reports.last_recharge(self._ledger, tenant),
-                                  expiring=expiring, forecast_line=line)
+                                  last_recharge=view.last_recharge, expiring=list(view.expiring), forecast_line=line)
         return Reply(ctx.t("balance.reply", balance=ctx.money(account.balance)), card)
 
     async def _history_page(self, ctx: Ctx, data: Mapping[str, Any]) -> Reply:

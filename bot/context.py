@@ -8,6 +8,7 @@ from datetime import date, datetime, timezone
 from typing import Any, Mapping
 
 from storage import Role
+from storage.model import AccountView
 
 from .commands import Mention
 from .i18n import format_date, format_money, t
@@ -77,6 +78,9 @@ class Ctx(Voice):
 
     turn: Turn
     role: Role | None
+    #: The account as the turn began (`Ledger.account_view`): what reading commands and cards show. After the
+    #: turn changed something, read the ledger again instead.
+    view: AccountView | None = None
 
     # shorthand for text replies
     def text(self, key: str, **params: Any) -> str:

@@ -7,8 +7,9 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from storage import Entry, EntryKind, Ledger
-from storage.forecast import Forecast, forecast
+from storage import EntryKind, Ledger
+from storage.forecast import Forecast, daily_burn, forecast, forecast_from_burn
+from storage.model import AccountView
 
 PERIOD_DAYS = {"7d": 7, "30d": 30}
 
@@ -37,15 +38,18 @@ async def usage_summary(ledger: Ledger, tenant_id: str, period: str, now: dateti
     return UsageSummary(sum(by_type.values()), len(entries), by_type.most_common(), by_user.most_common())
 
 
-async def last_recharge(ledger: Ledger, tenant_id: str, *, look_back: int = 200) -> Entry | None:
-    page = await ledger.history(tenant_id, limit=look_back)
-    return next((e for e in page.items if e.kind is EntryKind.AUTO_RECHARGE), None)
-
-
 async def account_forecast(ledger: Ledger, tenant_id: str, now: datetime) -> tuple[Forecast, int | None]:
     """The forecast and the recharge amount it expects (None when auto-recharge is off)."""
     account = await ledger.get_account(tenant_id)
     recharge = await ledger.recharge_settings(tenant_id)
     entries = await ledger.entries_since(tenant_id, now - timedelta(days=30))
     f = forecast(entries, balance=account.balance, now=now, trigger=recharge.trigger if recharge.enabled else None)
+    return f, (recharge.amount if recharge.enabled else None)
+
+
+def view_forecast(view: AccountView, now: datetime) -> tuple[Forecast, int | None]:
+    """`account_forecast` from an `AccountView` read with the default burn window (no further ledger call)."""
+    recharge = view.recharge
+    f = forecast_from_burn(daily_burn(view.window_usage), balance=view.account.balance, now=now,
+                           trigger=recharge.trigger if recharge.enabled else None)
     return f, (recharge.amount if recharge.enabled else None)

@@ -44,13 +44,24 @@ def usage_burn(entries: Iterable[Entry], *, now: datetime, window: timedelta = D
     """Money used by calls that happened in the `window` before `now`, per day (rounded half up)."""
     start = now - window
     used = sum(-e.amount for e in entries if e.kind is EntryKind.USAGE and start <= call_time(e) <= now)
-    days = Decimal(window.total_seconds()) / Decimal(86_400)
-    return int((Decimal(used) / days).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    return daily_burn(used, window)
 
 
 def forecast(entries: Iterable[Entry], *, balance: int, now: datetime, trigger: int | None,
              window: timedelta = DEFAULT_WINDOW) -> Forecast:
-    burn = usage_burn(entries, now=now, window=window)
+    return forecast_from_burn(usage_burn(entries, now=now, window=window), balance=balance, now=now,
+                              trigger=trigger, window=window)
+
+
+def daily_burn(used: int, window: timedelta = DEFAULT_WINDOW) -> int:
+    """Money used in `window` per day, rounded half up to a whole minor unit."""
+    days = Decimal(window.total_seconds()) / Decimal(86_400)
+    return int((Decimal(used) / days).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def forecast_from_burn(burn: int, *, balance: int, now: datetime, trigger: int | None,
+                       window: timedelta = DEFAULT_WINDOW) -> Forecast:
+    """The forecast for a daily burn (see `daily_burn`)."""
     # reaching zero: the first whole day after which the balance is <= 0; the trigger fires when the balance
     # is *below* it, so one day more than the days the surplus lasts
     days_to_zero = -(-balance // burn) if burn > 0 and balance > 0 else None

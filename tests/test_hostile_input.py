@@ -840,11 +840,14 @@ async def test_a_turn_that_fails_outside_the_actions_tells_the_user_its_incident
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("secret detail hunter2")
 
-    monkeypatch.setattr(target.chat.ledger, "save_conversation", broken)   # every turn saves its reference
+    # the first turn in a conversation saves its reference (before the actions): two new conversations
+    monkeypatch.setattr(target.chat.ledger, "save_conversation", broken)
     target.caplog.clear()
-    message = await target.chat.post(teams.message("balance", service_url=target.url, sender=ALEX))
-    invoke = await target.chat.post(press_activity(target.url, "balance", {"verb": "balance"}, sender=ALEX,
-                                                   path="execute"))
+    message = await target.chat.post(teams.message("balance", service_url=target.url, sender=ALEX,
+                                                   conversation_suffix="first-contact-1"))
+    press = press_activity(target.url, "balance", {"verb": "balance"}, sender=ALEX, path="execute")
+    press["conversation"]["id"] += "-first-contact-2"
+    invoke = await target.chat.post(press)
     assert message.status == 200 and invoke.status == 200
     body = await invoke.json()
     assert body["statusCode"] == 500 and body["type"] == "application/vnd.microsoft.error"
