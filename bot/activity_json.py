@@ -29,7 +29,7 @@ from typing import Any, Mapping
 from botbuilder.schema import Activity
 from msrest.serialization import Deserializer, Model, Serializer
 
-__all__ = ["activity_from_json", "activity_to_json"]
+__all__ = ["activity_from_json", "activity_to_json", "model_to_json"]
 
 
 class _Unusual(Exception):
@@ -126,10 +126,16 @@ def _decode(kind: str, raw: Any) -> Any:
 
 def activity_to_json(activity: Activity) -> dict[str, Any]:
     """The dict `activity.serialize()` gives, usually without msrest."""
+    return model_to_json(activity)
+
+
+def model_to_json(model: Model) -> dict[str, Any]:
+    """The dict `model.serialize()` gives for any botbuilder model (a `ConversationReference`...), usually
+    without msrest."""
     try:
-        return _encode_model(activity)
+        return _encode_model(model)
     except _Unusual:
-        return activity.serialize()
+        return model.serialize()
 
 
 def _encode_model(obj: Any) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from botbuilder.core.teams import TeamsActivityHandler
 from botbuilder.schema import Activity, ActivityTypes, Attachment, ChannelAccount
 
 from .actions import Actions, Reply, Turn
+from .activity_json import model_to_json
 from .commands import Mention
 from .connector import ConnectorError
 from .context import SharedFile
@@ -165,7 +166,7 @@ class CreditsBot(TeamsActivityHandler):
         """Open the tenant's account (first contact) and save the conversation reference. True if this
         conversation was not known before. The reference is saved without the activity id, which changes with
         every message and which a proactive send drops anyway: an unchanged reference costs no write."""
-        reference = TurnContext.get_conversation_reference(turn_context.activity).serialize()
+        reference = model_to_json(TurnContext.get_conversation_reference(turn_context.activity))
         reference.pop("activityId", None)
         return await self._actions.remember_conversation(turn, reference)
 

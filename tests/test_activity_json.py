@@ -172,3 +172,12 @@ def test_the_plans_cover_the_activity_model() -> None:
     # a botbuilder upgrade that adds flattened keys or polymorphism to Activity would silently turn the fast
     # path off: this says so instead
     assert activity_json._plan(Activity) is not None
+
+
+@pytest.mark.parametrize("body", teams_shapes(), ids=lambda b: f"{b['type']}-{b.get('conversation', {}).get('id')}")
+def test_conversation_references_serialize_as_msrest_does(body: dict[str, Any],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    reference = TurnContext.get_conversation_reference(activity_from_json(body))
+    expected = reference.serialize()
+    monkeypatch.setattr(Model, "serialize", lambda *a, **k: pytest.fail("msrest was asked"))
+    assert activity_json.model_to_json(reference) == expected
