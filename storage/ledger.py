@@ -184,7 +184,7 @@ class Ledger(abc.ABC):
                            burn_window: timedelta = DEFAULT_WINDOW) -> AccountView:
         """Everything a chat turn reads about an account (see `AccountView`), as of `now` (default: the
         backend's clock), in one call: a backend answers it from one consistent state in one hop (one thread
-        hop on TinyDB, one round trip on PostgreSQL). `NotFound("account")` for an unknown tenant.
+        hop on TinyDB, one round trip on PostgreSQL). `AccountNotFound` for an unknown tenant.
 
         This composition of the single reads is the meaning; backends override it to make it cheap."""
         account = await self.get_account(tenant_id)
