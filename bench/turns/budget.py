@@ -7,10 +7,11 @@ client work (the bare handler's 0.25 ms covers that part). Each line is the medi
 threads) of one operation over `--n` repetitions, in microseconds, taken in one run so they compare:
 
 * `json.loads` of a Teams message as the endpoint parses it (Decimal floats), and `orjson.loads` beside it;
-* `endpoint._activity`: our checks plus botbuilder's msrest `Activity().deserialize`; and the deserialize alone;
-* `auth.authenticate`: our inbound JWT validation (RS256 signature, claims) of a real channel token;
-* `reply serialize`: msrest `Activity.serialize()` of the balance reply (text + Adaptive Card), as
-  `bot.adapter._payload` does for every reply;
+* `endpoint._activity`: our checks plus `bot.activity_json.activity_from_json`; and msrest's
+  `Activity().deserialize` alone beside it (what it replaced);
+* `auth.authenticate`: our inbound JWT validation of a real channel token, repeated as the channel repeats it
+  (the signature is checked once per token, the rest per activity);
+* `reply to JSON`: `bot.adapter._payload` of the balance reply (text + Adaptive Card), as for every reply;
 * `turn <kind> (memory)`: `CreditsAdapter.process` through `CreditsBot` (botbuilder's TurnContext, middleware,
   TeamsActivityHandler; our actions, cards, i18n) on the in-memory reference ledger, the connector stubbed:
   the bot's own logic without storage or network;
@@ -116,7 +117,7 @@ async def main(args: argparse.Namespace) -> list[tuple[str, float, float]]:
 
     async def op_activity(i: int) -> None:
         endpoint_module._activity(body)
-    results.append(("endpoint._activity (checks + msrest deserialize)", *await measure(n, op_activity)))
+    results.append(("endpoint._activity (checks + activity_from_json)", *await measure(n, op_activity)))
 
     async def op_deserialize(i: int) -> None:
         Activity().deserialize(body)
@@ -161,7 +162,7 @@ async def main(args: argparse.Namespace) -> list[tuple[str, float, float]]:
 
                     async def op_payload(i: int, model: Any = model) -> None:
                         _payload(model)
-                    results.append((f"reply serialize (msrest, {len(orjson.dumps(reply))} B)",
+                    results.append((f"reply to JSON (adapter._payload, {len(orjson.dumps(reply))} B)",
                                     *await measure(n, op_payload)))
         finally:
             await ledger.close()
