@@ -28,7 +28,13 @@ class BookState:
 
     `lots` are the open lots (money left), oldest first; `deficit` is usage recorded beyond the lots (the
     balance is below zero by that much, and then no lot has money left). Invariant:
-    `balance == sum(lot.remaining) - deficit`.
+    `balance == sum(lot.remaining) - deficit`. Credits of one UTC day share one lot (ADR 0008), so `lots` holds
+    at most about 366 lots whatever the number of credits.
+
+    `day_lots_from` is the seq of the first entry whose credit follows the UTC-day rule of ADR 0008: 1 for an
+    account opened since; for a state written by older code (which lacks the field) the entry after the last one
+    it holds. Entries before it opened lots by the old rule (expiry to the second, no merging); `verify()`
+    rebuilds each entry's lot by the rule in force when it was written.
     """
 
     tenant_id: str
@@ -48,6 +54,7 @@ class BookState:
     exhausted_armed: bool = False
     blocked_armed: bool = True
     alert_count: int = 0  # alerts raised so far: the creation order that breaks ties in `created_at`
+    day_lots_from: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,7 +66,7 @@ class BookState:
             "recent_recharges": [iso(t) for t in self.recent_recharges],
             "armed": {str(k): v for k, v in self.armed.items()},
             "exhausted_armed": self.exhausted_armed, "blocked_armed": self.blocked_armed,
-            "alert_count": self.alert_count,
+            "alert_count": self.alert_count, "day_lots_from": self.day_lots_from,
         }
 
     @classmethod
@@ -70,7 +77,7 @@ class BookState:
             RechargeSettings.from_dict(d["recharge"]), AlertSettings.from_dict(d["alerts"]),
             d["recharge_month"], d["recharged_in_month"], [parse_iso(t) for t in d["recent_recharges"]],
             {int(k): v for k, v in d["armed"].items()}, d["exhausted_armed"], d["blocked_armed"],
-            d.get("alert_count", 0),
+            d.get("alert_count", 0), day_lots_from=d.get("day_lots_from", d["entry_count"] + 1),
         )
 
     def copy(self) -> "BookState":
@@ -106,11 +113,12 @@ class Book:
 
     def credit(self, kind: EntryKind, amount: int, *, actor: str, key: str, memo: str = "",
                reference: str = "", details: Mapping[str, Any] | None = None) -> Entry:
-        """Add money as a new lot (paying any deficit first)."""
+        """Add money: it pays any deficit first; what is left opens a lot expiring by the UTC-day rule, or is
+        added to the newest open lot when that one expires at the same moment (`policy.credit_lots`)."""
         entry = self._append(kind, amount, actor, key, memo, reference, details or {})
-        lot, self.state.deficit = policy.open_lot(entry.seq, amount, self.now, self.state.deficit)
-        if lot.remaining:
-            self.state.lots.append(lot)
+        s = self.state
+        s.lots, s.deficit = policy.credit_lots(s.lots, entry.seq, amount, self.now, s.deficit,
+                                               by_day=lots_by_day(entry.seq, s.day_lots_from))
         return entry
 
     def debit(self, kind: EntryKind, amount: int, *, actor: str, key: str, memo: str = "", reference: str = "",
@@ -231,8 +239,14 @@ def expired_lots(state: BookState, now: datetime) -> list[Lot]:
     return [lot for lot in state.lots if lot.expires_at <= now and lot.remaining > 0]
 
 
-def lots_replayed(entries: Sequence[Entry]) -> tuple[list[Lot], int]:
-    """Open lots and deficit as they follow from a full journal (used by `verify()`)."""
+def lots_by_day(seq: int, day_lots_from: int) -> bool:
+    """Whether entry `seq` opened (or merged) its lot by the UTC-day rule of ADR 0008, or by the old rule."""
+    return seq >= day_lots_from
+
+
+def lots_replayed(entries: Sequence[Entry], day_lots_from: int = 1) -> tuple[list[Lot], int]:
+    """Open lots and deficit as they follow from a full journal (used by `verify()`), each credit applied by
+    the rule in force when it was written (`lots_by_day`), exactly as `Book.credit` applied it."""
     lots: list[Lot] = []
     deficit = 0
     for e in entries:
@@ -240,9 +254,8 @@ def lots_replayed(entries: Sequence[Entry]) -> tuple[list[Lot], int]:
             lot_id = e.details["lot_id"]
             lots = [l for l in lots if l.lot_id != lot_id]
         elif e.amount > 0:
-            lot, deficit = policy.open_lot(e.seq, e.amount, e.at, deficit)
-            if lot.remaining:
-                lots.append(lot)
+            lots, deficit = policy.credit_lots(lots, e.seq, e.amount, e.at, deficit,
+                                               by_day=lots_by_day(e.seq, day_lots_from))
         else:
             lots, shortfall = policy.consume_fifo(lots, -e.amount)
             deficit += shortfall
@@ -269,9 +282,11 @@ def verify_journal(state: BookState, entries: Sequence[Entry]) -> list[str]:
         problems.append(f"entry count {state.entry_count} != {len(entries)} entries stored")
     if state.balance != running:
         problems.append(f"balance snapshot {state.balance} != sum of entries {running}")
-    lots, deficit = lots_replayed(entries)
-    stored = [(l.lot_id, l.remaining, l.expires_at) for l in state.lots]
-    replayed = [(l.lot_id, l.remaining, l.expires_at) for l in lots]
+    if not 1 <= state.day_lots_from <= state.entry_count + 1:
+        problems.append(f"day_lots_from {state.day_lots_from} outside 1..{state.entry_count + 1}")
+    lots, deficit = lots_replayed(entries, state.day_lots_from)
+    stored = [(l.lot_id, l.amount, l.remaining, l.expires_at) for l in state.lots]
+    replayed = [(l.lot_id, l.amount, l.remaining, l.expires_at) for l in lots]
     if stored != replayed:
         problems.append(f"open lots {stored} != lots replayed from entries {replayed}")
     if deficit != state.deficit:

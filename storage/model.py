@@ -8,7 +8,7 @@ persist them and how an idempotent replay returns "the original result".
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Any, Mapping
 
@@ -112,15 +112,35 @@ class Entry:
                    dict(d.get("details") or {}))
 
 
+def last_usable_day(expires_at: datetime) -> date:
+    """The last UTC calendar day on which money expiring at `expires_at` can still be used: the day of the last
+    moment before it. A lot expiring at 2027-01-16 00:00 UTC (ADR 0008) is usable through 2027-01-15; one opened
+    by older code, expiring at 2027-01-15 09:00, also through 2027-01-15. This is the date to show a user as
+    "expires on", never `expires_at`'s own date (a day too late for every lot of the day rule)."""
+    return (expires_at.astimezone(timezone.utc) - timedelta(microseconds=1)).date()
+
+
 @dataclass(frozen=True, slots=True)
 class Lot:
-    """Credit that expires: opened by a credit entry (`lot_id` is that entry's seq), consumed oldest first."""
+    """Credit that expires, consumed oldest first (by `opened_at`, then `lot_id`).
+
+    Opened by a credit entry: `lot_id` is that entry's seq, `opened_at` its time. Credits of one UTC day share
+    one `expires_at` (`policy.lot_expiry`, ADR 0008), and a credit expiring exactly when the newest open lot does
+    is added to that lot (`amount` and `remaining` grow; id and opening time stay the first credit's), so
+    `amount` is the sum of the credits the lot took in and `remaining` what is left of them. The money can be
+    used while `now < expires_at`; `last_day` is the last calendar day (UTC) of that.
+    """
 
     lot_id: int
     opened_at: datetime
     expires_at: datetime
     amount: int
     remaining: int
+
+    @property
+    def last_day(self) -> date:
+        """The last UTC day the lot's money can be used (`last_usable_day(expires_at)`): what to display."""
+        return last_usable_day(self.expires_at)
 
     def to_dict(self) -> dict[str, Any]:
         return {"lot_id": self.lot_id, "opened_at": iso(self.opened_at), "expires_at": iso(self.expires_at),

@@ -12,7 +12,8 @@ import hashlib
 import json
 import uuid
 from json.encoder import encode_basestring_ascii as _json_string
-from datetime import datetime, timedelta, timezone
+from dataclasses import replace
+from datetime import date, datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -41,7 +42,28 @@ def add_months(moment: datetime, months: int) -> datetime:
     return moment.replace(year=year, month=month, day=day)
 
 
+def utc_day(moment: datetime) -> date:
+    """The UTC calendar day of an aware moment."""
+    return moment.astimezone(timezone.utc).date()
+
+
 def lot_expiry(opened_at: datetime) -> datetime:
+    """When a credit made at `opened_at` expires (ADR 0008): at 00:00 UTC of the day after the credit's UTC day
+    plus `LOT_LIFETIME_MONTHS` calendar months (`add_months`: Jan 31 + 1 month is Feb 28). So every credit of one
+    UTC day expires at the same moment, and the money can be used through the whole of that last day: never
+    earlier than exactly 12 months after the credit, at most one day later. Always UTC.
+
+    2026-01-15 00:00:00 and 2026-01-15 23:59:59 UTC both expire at 2027-01-16 00:00 UTC. Two days can share an
+    expiry where the month end clamps: 2028-02-28 and 2028-02-29 both expire at 2029-03-01 00:00 UTC."""
+    day = utc_day(opened_at)
+    last_day = add_months(datetime(day.year, day.month, day.day, tzinfo=timezone.utc), LOT_LIFETIME_MONTHS)
+    return last_day + timedelta(days=1)
+
+
+def legacy_lot_expiry(opened_at: datetime) -> datetime:
+    """The rule before ADR 0008: exactly `LOT_LIFETIME_MONTHS` calendar months after the credit, to the
+    microsecond. Nothing opens lots by it any more; `verify()` needs it to rebuild the lots that older code opened
+    (entries before `BookState.day_lots_from`)."""
     return add_months(opened_at, LOT_LIFETIME_MONTHS)
 
 
@@ -53,10 +75,49 @@ def month_key(moment: datetime) -> str:
 
 # --- lots -------------------------------------------------------------------------------------------------------
 
-def open_lot(lot_id: int, amount: int, opened_at: datetime, deficit: int) -> tuple[Lot, int]:
-    """A credit of `amount` pays the deficit first; the rest is the new lot's remaining. Returns (lot, deficit)."""
+def open_lot(lot_id: int, amount: int, opened_at: datetime, deficit: int, *,
+             by_day: bool = True) -> tuple[Lot, int]:
+    """A credit of `amount` pays the deficit first; the rest is the new lot's remaining. Returns (lot, deficit).
+    The lot expires by `lot_expiry` (the UTC-day rule), or by `legacy_lot_expiry` when `by_day` is false (only
+    to rebuild lots that code before ADR 0008 opened)."""
     paid = min(amount, deficit)
-    return Lot(lot_id, opened_at, lot_expiry(opened_at), amount, amount - paid), deficit - paid
+    expires_at = lot_expiry(opened_at) if by_day else legacy_lot_expiry(opened_at)
+    return Lot(lot_id, opened_at, expires_at, amount, amount - paid), deficit - paid
+
+
+def _fifo_key(lot: Lot) -> tuple[datetime, int]:
+    """The order lots are consumed in: oldest first, by opening time, then id."""
+    return lot.opened_at, lot.lot_id
+
+
+def add_lot(lots: Sequence[Lot], lot: Lot) -> list[Lot]:
+    """The open lots with a credit's new `lot` in them (ADR 0008): when the newest open lot (the last in FIFO
+    order) expires at exactly the same moment, the credit is added to it (amount and remaining grow; its id and
+    opening time stay); otherwise `lot` is appended. A lot with nothing left (its credit went to a deficit) is
+    not added. Only the newest lot can take a credit, so FIFO order and every lot's expiry keep their meaning;
+    lots of different expiries (a lot of the old to-the-second rule and a new one) never merge."""
+    if not lot.remaining:
+        return list(lots)
+    if lots:
+        newest = max(range(len(lots)), key=lambda i: _fifo_key(lots[i]))
+        into = lots[newest]
+        if into.expires_at == lot.expires_at:
+            merged = replace(into, amount=into.amount + lot.amount, remaining=into.remaining + lot.remaining)
+            return [*lots[:newest], merged, *lots[newest + 1:]]
+    return [*lots, lot]
+
+
+def credit_lots(lots: Sequence[Lot], lot_id: int, amount: int, opened_at: datetime, deficit: int, *,
+                by_day: bool = True) -> tuple[list[Lot], int]:
+    """Open lots and deficit after a credit of `amount` made at `opened_at` by entry `lot_id`: it pays the
+    deficit first (`open_lot`), and what is left goes into the lots. By the UTC-day rule (`by_day`, every entry
+    written since ADR 0008) through `add_lot`, merging into the newest lot of the same expiry; by the legacy rule
+    as a lot of its own (older code never merged). The engine and `verify()`'s rebuild both call this, so a
+    journal rebuilds to exactly the lots it was written with."""
+    lot, deficit = open_lot(lot_id, amount, opened_at, deficit, by_day=by_day)
+    if by_day:
+        return add_lot(lots, lot), deficit
+    return ([*lots, lot] if lot.remaining else list(lots)), deficit
 
 
 def consume_fifo(lots: Sequence[Lot], amount: int) -> tuple[list[Lot], int]:
@@ -64,7 +125,7 @@ def consume_fifo(lots: Sequence[Lot], amount: int) -> tuple[list[Lot], int]:
     money (in order) and the part of `amount` they could not cover (the shortfall)."""
     left = amount
     kept: list[Lot] = []
-    for lot in sorted(lots, key=lambda l: (l.opened_at, l.lot_id)):
+    for lot in sorted(lots, key=_fifo_key):
         if left and lot.remaining:
             take = min(lot.remaining, left)
             left -= take

@@ -5,7 +5,8 @@ the op records of idempotency keys, alerts, subscriptions, roles, audit records,
 of edge-trigger "armed" flags) and derives everything else **from scratch on every operation**:
 
 * the balance is `sum(entry.amount)`;
-* open lots are the replay of every entry in order through `policy.open_lot` (credits) and
+* open lots are the replay of every entry in order through `policy.credit_lots` (credits: pay the deficit,
+  then open a lot or, by the UTC-day rule of ADR 0008, add to the newest lot of the same expiry) and
   `policy.consume_fifo` (debits); an `expiry` entry takes exactly the lot named by `details["lot_id"]`;
 * the money recharged this calendar month and the recharges of the last 24 hours are a scan of the
   `auto_recharge` entries.
@@ -200,7 +201,11 @@ Other choices
     everything else about an unknown tenant (`verify(tenant)` included). Saving a reference equal to the stored
     one keeps the stored one (its `updated_at` is when the reference last changed).
     `history` / `audit`: `older` is the seq of the last item returned when older items exist, else None.
-    `lots()` is ordered by (opened_at, lot_id). Lots expire when `expires_at <= now`.
+    `lots()` is ordered by (opened_at, lot_id). Lots expire when `expires_at <= now`. A credit's lot expires
+    at `policy.lot_expiry(entry.at)` (00:00 UTC after the credit's UTC day + 12 months) and joins the newest open
+    lot when both expire at the same moment (`policy.add_lot`: amount and remaining add up, lot_id and opened_at
+    stay the first credit's); entries before the account's `day_lots_from` (written by code before ADR 0008,
+    known only from an imported state) were opened by `policy.legacy_lot_expiry` and never merged.
     `policy.month_key` converts to UTC first (the monthly cap counts UTC calendar months whatever the offset);
     `policy.validate_recharge` also refuses a non-bool `enabled` ("enabled_not_bool") and `max_per_day` above
     `policy.MAX_RECHARGES_PER_DAY` ("breaker_too_high"); `money.to_minor` takes only plain ASCII decimals from a
@@ -261,6 +266,7 @@ class _AccountState:
     threshold_armed: dict[int, bool] = field(default_factory=dict)
     exhausted_armed: bool = False   # a new account is at 0: already in the "exhausted" state
     blocked_armed: bool = True
+    day_lots_from: int = 1   # first entry seq under the UTC-day lot rule (ADR 0008); > 1 only when imported
 
     def clone(self) -> "_AccountState":
         # Entries, records, grants... are immutable values: copying the containers is a full copy.
@@ -276,19 +282,20 @@ def balance_of(entries: Sequence[Entry]) -> int:
     return sum(e.amount for e in entries)
 
 
-def replay_lots(entries: Sequence[Entry]) -> tuple[list[Lot], int]:
+def replay_lots(entries: Sequence[Entry], day_lots_from: int = 1) -> tuple[list[Lot], int]:
     """Open lots (money left, oldest first) and the deficit, from the entries alone.
 
-    Credits open a lot that first pays the deficit (`policy.open_lot`); `expiry` entries empty the lot they
-    name; every other debit consumes lots oldest first (`policy.consume_fifo`) and what the lots cannot cover
-    becomes deficit. Raises `ValueError` if an expiry entry does not match its lot (verify() reports it)."""
+    Credits first pay the deficit, then open a lot or join the newest one of the same expiry
+    (`policy.credit_lots`; entries before `day_lots_from` by the legacy rule: their own lot, expiring to the
+    second); `expiry` entries empty the lot they name; every other debit consumes lots oldest first
+    (`policy.consume_fifo`) and what the lots cannot cover becomes deficit. Raises `ValueError` if an expiry
+    entry does not match its lot (verify() reports it)."""
     lots: list[Lot] = []
     deficit = 0
     for e in entries:
         if e.amount > 0:
-            lot, deficit = policy.open_lot(e.seq, e.amount, e.at, deficit)
-            if lot.remaining:
-                lots.append(lot)
+            lots, deficit = policy.credit_lots(lots, e.seq, e.amount, e.at, deficit,
+                                               by_day=e.seq >= day_lots_from)
         elif e.kind is EntryKind.EXPIRY:
             lot_id = e.details.get("lot_id")
             match = [lot for lot in lots if lot.lot_id == lot_id]
@@ -299,6 +306,11 @@ def replay_lots(entries: Sequence[Entry]) -> tuple[list[Lot], int]:
             lots, shortfall = policy.consume_fifo(lots, -e.amount)
             deficit += shortfall
     return sorted(lots, key=lambda l: (l.opened_at, l.lot_id)), deficit
+
+
+def _open_lots(acct: _AccountState) -> list[Lot]:
+    """The account's open lots, replayed from its entries by the rules they were written with."""
+    return replay_lots(acct.entries, acct.day_lots_from)[0]
 
 
 def recharges_of(entries: Sequence[Entry]) -> list[Entry]:
@@ -678,11 +690,11 @@ class ReferenceLedger(Ledger):
             postings: list[Posting] = []
             for tenant in sorted(self._accounts):
                 acct = self._accounts[tenant]
-                expired = [lot for lot in replay_lots(acct.entries)[0] if lot.expires_at <= now]
+                expired = [lot for lot in _open_lots(acct) if lot.expires_at <= now]
                 for lot in expired:
                     # Recompute the lot: an earlier expiry of this run cannot touch it, but from scratch is
                     # the rule here.
-                    current = next(l for l in replay_lots(acct.entries)[0] if l.lot_id == lot.lot_id)
+                    current = next(l for l in _open_lots(acct) if l.lot_id == lot.lot_id)
                     key = f"expiry:{lot.lot_id}"
                     args = {"lot_id": lot.lot_id}
                     if self._stored(acct, key, "expire_lot", args) is not None:
@@ -692,7 +704,7 @@ class ReferenceLedger(Ledger):
                     self._remember(acct, key, "expire_lot", args, posting.to_dict())
                     self._audit(acct, SYSTEM_ACTOR, "expiry", key, self._money_audit(posting), at)
                     postings.append(posting)
-                for lot in replay_lots(acct.entries)[0]:
+                for lot in _open_lots(acct):
                     if now < lot.expires_at <= now + EXPIRING_NOTICE:
                         self._raise(acct, AlertKind.EXPIRING, policy.expiring_key(tenant, lot.lot_id),
                                     {"lot_id": lot.lot_id, "remaining": lot.remaining,
@@ -714,7 +726,7 @@ class ReferenceLedger(Ledger):
         return [e for e in self._account(tenant_id).entries if e.at >= since]
 
     async def lots(self, tenant_id: str) -> list[Lot]:
-        return replay_lots(self._account(tenant_id).entries)[0]
+        return _open_lots(self._account(tenant_id))
 
     async def recharge_settings(self, tenant_id: str) -> RechargeSettings:
         return self._account(tenant_id).recharge
@@ -962,7 +974,7 @@ class ReferenceLedger(Ledger):
     # --- copying a store (storage/transfer.py) ----------------------------------------------------------------
     def _book_state(self, acct: _AccountState) -> dict[str, Any]:
         """What the incremental backends would keep as the account's hot state, derived from the facts."""
-        lots, deficit = replay_lots(acct.entries)
+        lots, deficit = replay_lots(acct.entries, acct.day_lots_from)
         recharges = recharges_of(acct.entries)
         month = policy.month_key(recharges[-1].at) if recharges else ""
         now = self._now()
@@ -977,6 +989,7 @@ class ReferenceLedger(Ledger):
             "armed": {str(t): v for t, v in acct.threshold_armed.items()},
             "exhausted_armed": acct.exhausted_armed, "blocked_armed": acct.blocked_armed,
             "alert_count": sum(1 for a in self._alerts if a.tenant_id == acct.tenant_id),
+            "day_lots_from": acct.day_lots_from,
         }
 
     async def export_account(self, tenant_id: str) -> dict[str, Any]:
@@ -1019,7 +1032,9 @@ class ReferenceLedger(Ledger):
                 watermarks={source: parse_iso(until) for source, until in data["watermarks"].items()},
                 audit=[AuditRecord.from_dict(d) for d in data["audit"]],
                 threshold_armed={int(t): v for t, v in state["armed"].items()},
-                exhausted_armed=state["exhausted_armed"], blocked_armed=state["blocked_armed"])
+                exhausted_armed=state["exhausted_armed"], blocked_armed=state["blocked_armed"],
+                # a state written before ADR 0008 has no field: all its entries opened lots by the old rule
+                day_lots_from=state.get("day_lots_from", state["entry_count"] + 1))
             self._accounts[tenant] = acct
             self._alerts.extend(Alert.from_dict({k: v for k, v in d.items() if k != "n"}) for d in data["alerts"])
             for d in data["conversations"]:
@@ -1052,7 +1067,7 @@ class ReferenceLedger(Ledger):
             if len(keys) != len(set(keys)):
                 problems.append(f"{tenant}: entry keys are not unique")
             try:
-                lots, deficit = replay_lots(acct.entries)
+                lots, deficit = replay_lots(acct.entries, acct.day_lots_from)
             except ValueError as exc:
                 problems.append(f"{tenant}: {exc}")
             else:

@@ -220,7 +220,8 @@ async def test_add_funds_writes_one_entry_and_opens_a_lot(ledger, clock):
     assert (account.balance, account.entry_count) == (25_000, 1)
     [lot] = await ledger.lots(T)
     assert (lot.lot_id, lot.amount, lot.remaining, lot.opened_at) == (1, 25_000, 25_000, clock.now)
-    assert lot.expires_at == datetime(2027, 1, 15, 9, 0, tzinfo=timezone.utc)
+    # ADR 0008: usable through the whole UTC day 12 months on (2027-01-15), expires when it ends
+    assert lot.expires_at == datetime(2027, 1, 16, 0, 0, tzinfo=timezone.utc)
 
 
 @pytest.mark.parametrize("amount, reason", [(0, "zero"), (-5, "negative"), (1.5, "not_a_number"),
@@ -378,11 +379,11 @@ async def test_debits_consume_lots_oldest_first(ledger, clock):
     assert sum(lot.remaining for lot in lots) == await balance(ledger) == 100
 
 
-@pytest.mark.parametrize("opened, expires", [
-    (datetime(2026, 1, 15, 9, 0), datetime(2027, 1, 15, 9, 0)),
-    (datetime(2028, 2, 29, 10, 0), datetime(2029, 2, 28, 10, 0)),    # leap day: the last day of February
-    (datetime(2026, 8, 31, 23, 59), datetime(2027, 8, 31, 23, 59)),
-    (datetime(2027, 12, 31, 0, 0), datetime(2028, 12, 31, 0, 0)),
+@pytest.mark.parametrize("opened, expires", [   # ADR 0008: at the end of the UTC day 12 calendar months on
+    (datetime(2026, 1, 15, 9, 0), datetime(2027, 1, 16, 0, 0)),
+    (datetime(2028, 2, 29, 10, 0), datetime(2029, 3, 1, 0, 0)),      # leap day: usable through Feb 28
+    (datetime(2026, 8, 31, 23, 59), datetime(2027, 9, 1, 0, 0)),
+    (datetime(2027, 12, 31, 0, 0), datetime(2029, 1, 1, 0, 0)),
 ])
 async def test_a_lot_expires_twelve_calendar_months_after_it_was_opened(ledger, clock, opened, expires):
     clock.set(opened.replace(tzinfo=timezone.utc))
@@ -394,14 +395,14 @@ async def test_a_lot_expires_twelve_calendar_months_after_it_was_opened(ledger, 
 
 async def test_expire_lots_writes_off_what_is_left_in_an_expired_lot(ledger, clock):
     await new_account(ledger)
-    await fund(ledger, 100)                              # lot 1, expires 2027-01-15 09:00
+    await fund(ledger, 100)                              # lot 1, expires 2027-01-16 00:00 (ADR 0008)
     await use(ledger, 30)
     clock.advance(days=200)
     await fund(ledger, 40)                               # lot 3, expires later
 
-    clock.set(datetime(2027, 1, 15, 8, 59, 59, tzinfo=timezone.utc))
+    clock.set(datetime(2027, 1, 15, 23, 59, 59, tzinfo=timezone.utc))
     assert await ledger.expire_lots() == []              # one second early: nothing
-    clock.set(datetime(2027, 1, 15, 9, 0, tzinfo=timezone.utc))
+    clock.set(datetime(2027, 1, 16, 0, 0, tzinfo=timezone.utc))
     [posting] = await ledger.expire_lots()               # at the instant of expiry: written off
 
     entry = posting.entry
@@ -421,8 +422,8 @@ async def test_expire_lots_uses_the_moment_it_is_given(ledger, clock):
     await new_account(ledger, OTHER)
     await fund(ledger, 100)
     await fund(ledger, 60, tenant=OTHER)
-    assert await ledger.expire_lots(clock.now + timedelta(days=364)) == []
-    postings = await ledger.expire_lots(clock.now + timedelta(days=365))
+    assert await ledger.expire_lots(clock.now + timedelta(days=365)) == []   # 2027-01-15 09:00: its last day
+    postings = await ledger.expire_lots(clock.now + timedelta(days=366))
     assert [(p.entry.tenant_id, p.entry.amount) for p in postings] == [(T, -100), (OTHER, -60)]
     assert await balance(ledger) == 0 and await balance(ledger, OTHER) == 0
 
@@ -438,9 +439,10 @@ async def test_an_emptied_lot_has_nothing_to_expire(ledger, clock):
 async def test_expiring_alert_once_per_lot_with_money_left_within_30_days(ledger, clock):
     await new_account(ledger)
     await fund(ledger, 100)                                      # lot 1
-    await fund(ledger, 30)                                       # lot 2
+    clock.advance(days=1)                                        # (a credit of the same UTC day would join lot 1)
+    await fund(ledger, 30)                                       # lot 2, expires 2027-01-17 00:00
     await use(ledger, 100)                                       # lot 1 is empty: no notice for it
-    clock.set(datetime(2026, 12, 16, 9, 0, 1, tzinfo=timezone.utc))   # 30 days minus 1 s before expiry
+    clock.set(datetime(2026, 12, 18, 0, 0, 1, tzinfo=timezone.utc))   # 30 days minus 1 s before expiry
     assert await ledger.expire_lots() == []
 
     [alert] = await ledger.alerts(T)
@@ -448,7 +450,7 @@ async def test_expiring_alert_once_per_lot_with_money_left_within_30_days(ledger
     assert alert.key == policy.expiring_key(T, 2) == f"expiring:{T}:2"
     assert alert.alert_id == policy.alert_id(T, alert.key)
     assert dict(alert.payload) == {"lot_id": 2, "remaining": 30,
-                                   "expires_at": datetime(2027, 1, 15, 9, 0, tzinfo=timezone.utc).isoformat()}
+                                   "expires_at": datetime(2027, 1, 17, 0, 0, tzinfo=timezone.utc).isoformat()}
     clock.advance(days=1)
     await ledger.expire_lots()
     assert len(await ledger.alerts(T)) == 1                      # once per lot
@@ -456,8 +458,8 @@ async def test_expiring_alert_once_per_lot_with_money_left_within_30_days(ledger
 
 async def test_no_expiring_alert_earlier_than_30_days(ledger, clock):
     await new_account(ledger)
-    await fund(ledger, 100)
-    clock.set(datetime(2026, 12, 16, 8, 59, 59, tzinfo=timezone.utc))
+    await fund(ledger, 100)                                      # expires 2027-01-16 00:00
+    clock.set(datetime(2026, 12, 16, 23, 59, 59, tzinfo=timezone.utc))
     await ledger.expire_lots()
     assert await ledger.alerts(T) == []
 
@@ -795,8 +797,8 @@ async def test_auto_recharge_repeats_until_the_balance_is_back_at_the_trigger(le
         assert dict(recharge.details) == {"trigger_seq": 2}
         assert recharge.at == clock.now
     assert [e.balance_after for e in posting.entries] == [30, 80, 130]
-    # each recharge opens its own lot
-    assert [(lot.lot_id, lot.remaining) for lot in await ledger.lots(T)] == [(1, 30), (3, 50), (4, 50)]
+    # credited on the UTC day of lot 1, the newest open lot, both recharges are added to it (ADR 0008)
+    assert [(lot.lot_id, lot.amount, lot.remaining) for lot in await ledger.lots(T)] == [(1, 220, 130)]
 
 
 async def test_a_debit_that_stays_at_or_above_the_trigger_does_not_recharge(ledger):

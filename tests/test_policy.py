@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from dataclasses import replace
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from storage import policy
 from storage.errors import InvalidSettings
-from storage.model import AlertKind, AlertSettings, Lot, RechargeSettings, Role, UsageRecord
+from storage.model import AlertKind, AlertSettings, Lot, RechargeSettings, Role, UsageRecord, last_usable_day
 from storage.policy import Blocked, Capability
 
 
@@ -48,8 +49,58 @@ def test_add_months_keeps_time_zone_and_microseconds():
 
 def test_a_lot_lives_twelve_months():
     assert policy.LOT_LIFETIME_MONTHS == 12
-    assert policy.lot_expiry(utc(2026, 1, 15, 9)) == utc(2027, 1, 15, 9)
-    assert policy.lot_expiry(utc(2028, 2, 29, 9)) == utc(2029, 2, 28, 9)
+    assert policy.lot_expiry(utc(2026, 1, 15, 9)) == utc(2027, 1, 16)
+    assert policy.lot_expiry(utc(2028, 2, 29, 9)) == utc(2029, 3, 1)
+
+
+@pytest.mark.parametrize("opened_at, expires_at", [     # ADR 0008: at the end of the UTC day 12 months on
+    (utc(2026, 1, 15, 0, 0, 0), utc(2027, 1, 16)),
+    (utc(2026, 1, 15, 9, 30), utc(2027, 1, 16)),
+    (datetime(2026, 1, 15, 23, 59, 59, 999_999, tzinfo=timezone.utc), utc(2027, 1, 16)),
+    (utc(2026, 1, 16, 0, 0, 0), utc(2027, 1, 17)),                     # the next UTC day: the next expiry
+    (utc(2026, 12, 31, 12), utc(2028, 1, 1)),                          # over the year end
+    (utc(2027, 1, 31, 12), utc(2028, 2, 1)),
+    (utc(2028, 2, 28, 12), utc(2029, 3, 1)),
+    (utc(2028, 2, 29, 12), utc(2029, 3, 1)),                           # leap day: usable through Feb 28
+    (utc(2027, 2, 28, 12), utc(2028, 2, 29)),                          # ... and into a leap year
+    (datetime(2026, 1, 16, 1, 0, tzinfo=timezone(timedelta(hours=2))), utc(2027, 1, 16)),   # Jan 15, 23:00 UTC
+    (datetime(2026, 1, 15, 20, 0, tzinfo=timezone(timedelta(hours=-5))), utc(2027, 1, 17)),  # Jan 16, 01:00 UTC
+])
+def test_lot_expiry_is_the_end_of_the_utc_day_twelve_months_on(opened_at, expires_at):
+    expiry = policy.lot_expiry(opened_at)
+    assert expiry == expires_at and expiry.tzinfo is timezone.utc
+
+
+@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2200, 12, 31),
+                    timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=-11)),
+                                               timezone(timedelta(hours=13, minutes=45))])))
+@settings(max_examples=300)
+def test_lot_expiry_is_never_before_twelve_months_and_at_most_a_day_later(opened_at):
+    exact = policy.legacy_lot_expiry(opened_at.astimezone(timezone.utc))   # 12 months on, in UTC
+    expiry = policy.lot_expiry(opened_at)
+    assert exact <= expiry <= exact + timedelta(days=1)
+    assert (expiry.hour, expiry.minute, expiry.second, expiry.microsecond) == (0, 0, 0, 0)
+    assert expiry.tzinfo is timezone.utc
+    midnight = datetime.combine(policy.utc_day(opened_at), datetime.min.time(), timezone.utc)
+    assert policy.lot_expiry(midnight) == expiry == policy.lot_expiry(midnight + timedelta(days=1, microseconds=-1))
+
+
+def test_the_legacy_expiry_is_to_the_microsecond():
+    moment = datetime(2026, 1, 15, 9, 30, 15, 123, tzinfo=timezone.utc)
+    assert policy.legacy_lot_expiry(moment) == datetime(2027, 1, 15, 9, 30, 15, 123, tzinfo=timezone.utc)
+    assert policy.legacy_lot_expiry(utc(2028, 2, 29, 9)) == utc(2029, 2, 28, 9)
+
+
+@pytest.mark.parametrize("expires_at, day", [
+    (utc(2027, 1, 16), date(2027, 1, 15)),                 # the day rule: usable through the day before
+    (utc(2027, 1, 15, 9), date(2027, 1, 15)),              # a lot of the old rule: usable until 09:00 that day
+    (datetime(2027, 1, 15, 0, 0, 0, 1, tzinfo=timezone.utc), date(2027, 1, 15)),
+    (utc(2029, 3, 1), date(2029, 2, 28)),
+    (datetime(2027, 1, 16, 1, 0, tzinfo=timezone(timedelta(hours=1))), date(2027, 1, 15)),   # 00:00 UTC
+])
+def test_the_last_day_is_the_day_of_the_last_usable_moment(expires_at, day):
+    assert last_usable_day(expires_at) == day
+    assert Lot(1, utc(2026, 1, 15), expires_at, 10, 10).last_day == day
 
 
 @pytest.mark.parametrize("moment, key", [
@@ -83,7 +134,59 @@ def test_month_key_counts_in_utc_whatever_the_offset():
 def test_open_lot_pays_the_deficit_first(amount, deficit, remaining, deficit_after):
     lot, left = policy.open_lot(7, amount, utc(2026, 1, 15, 9), deficit)
     assert (lot.lot_id, lot.amount, lot.remaining, left) == (7, amount, remaining, deficit_after)
-    assert (lot.opened_at, lot.expires_at) == (utc(2026, 1, 15, 9), utc(2027, 1, 15, 9))
+    assert (lot.opened_at, lot.expires_at) == (utc(2026, 1, 15, 9), utc(2027, 1, 16))
+    legacy, _ = policy.open_lot(7, amount, utc(2026, 1, 15, 9), deficit, by_day=False)
+    assert legacy == Lot(7, utc(2026, 1, 15, 9), utc(2027, 1, 15, 9), amount, remaining)
+
+
+def day_lot(lot_id: int, opened_at: datetime, amount: int, remaining: int | None = None) -> Lot:
+    return Lot(lot_id, opened_at, policy.lot_expiry(opened_at), amount, amount if remaining is None else remaining)
+
+
+def test_a_credit_of_the_newest_lots_day_is_added_to_it():
+    lots = [day_lot(1, utc(2026, 1, 14, 9), 100), day_lot(2, utc(2026, 1, 15, 9), 50, 20)]
+    after = policy.add_lot(lots, day_lot(5, utc(2026, 1, 15, 23, 59, 59), 30))
+    assert after == [lots[0], Lot(2, utc(2026, 1, 15, 9), utc(2027, 1, 16), 80, 50)]
+    assert [l.lot_id for l in lots] == [1, 2] and lots[1].amount == 50     # the input is left alone
+
+
+def test_a_credit_of_another_day_opens_a_lot():
+    lots = [day_lot(2, utc(2026, 1, 15, 9), 50)]
+    new = day_lot(5, utc(2026, 1, 16, 0, 0, 0), 30)                         # one second after 23:59:59
+    assert policy.add_lot(lots, new) == [lots[0], new]
+    assert policy.add_lot([], new) == [new]
+
+
+def test_only_the_newest_lot_takes_a_credit():
+    """The newest lot is the last in FIFO order (opening time, then id), wherever it is in the list; an older
+    lot of the same expiry (possible only with a clock that went back) is never merged into."""
+    older = day_lot(1, utc(2026, 1, 15, 1), 10)
+    newest = day_lot(3, utc(2026, 1, 16, 1), 10)
+    assert policy.add_lot([newest, older], day_lot(4, utc(2026, 1, 16, 5), 5)) == \
+        [replace(newest, amount=15, remaining=15), older]
+    assert policy.add_lot([older, newest], day_lot(5, utc(2026, 1, 15, 5), 5))[-1].lot_id == 5
+
+
+def test_a_lot_of_the_old_rule_does_not_merge_with_a_new_one():
+    old = Lot(1, utc(2026, 1, 15, 9), utc(2027, 1, 15, 9), 100, 100)         # to the second, by older code
+    new = day_lot(2, utc(2026, 1, 15, 10), 30)
+    assert policy.add_lot([old], new) == [old, new]
+
+
+def test_a_lot_that_went_to_a_deficit_is_not_added():
+    lots = [day_lot(2, utc(2026, 1, 15, 9), 50)]
+    assert policy.add_lot(lots, day_lot(5, utc(2026, 1, 15, 10), 30, 0)) == lots
+
+
+@pytest.mark.parametrize("by_day", [True, False])
+def test_credit_lots_pays_the_deficit_then_merges_by_the_rule_in_force(by_day):
+    at = utc(2026, 1, 15, 9)
+    lots, deficit = policy.credit_lots([], 1, 100, at, 30, by_day=by_day)
+    assert deficit == 0 and [(l.lot_id, l.amount, l.remaining) for l in lots] == [(1, 100, 70)]
+    lots, deficit = policy.credit_lots(lots, 2, 40, at, deficit, by_day=by_day)
+    expected = [(1, 140, 110)] if by_day else [(1, 100, 70), (2, 40, 40)]   # the old rule never merged
+    assert deficit == 0 and [(l.lot_id, l.amount, l.remaining) for l in lots] == expected
+    assert policy.credit_lots([], 3, 20, at, 50, by_day=by_day) == ([], 30)     # all of it pays the deficit
 
 
 def lot(lot_id: int, day: int, remaining: int) -> Lot:

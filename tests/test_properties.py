@@ -9,7 +9,8 @@ ledger reserves, approvals requested and then approved, rejected or refused (dec
 already decided)) into one or more backends that share one `FakeClock`.
 
 After every step it checks, for every backend: the balance is the sum of the entries, `verify()` is clean, the
-open lots minus the deficit equal the balance, no alert key appears twice; and the backends agree with each
+open lots minus the deficit equal the balance, no alert key appears twice, the open lots expire by UTC day with no
+two sharing an expiry (ADR 0008: a credit of the newest lot's expiry joins it); and the backends agree with each
 other exactly (balance, entries, alerts, audit). After every money operation it checks that no recharge broke
 the monthly cap or the burst breaker in force when it was made; after every replay, that nothing changed.
 
@@ -402,6 +403,18 @@ class LedgerMachine(RuleBasedStateMachine):
             assert not (deficit and lots), name
             keys = [a.key for a in self.run(ledger.alerts(T, limit=100_000))]
             assert len(keys) == len(set(keys)), (name, keys)
+
+    @invariant()
+    def lots_by_utc_day(self) -> None:
+        """ADR 0008: every lot expires at the end of its first credit's UTC day 12 months on; the clock only goes
+        forward, so a later credit of that expiry always found the lot newest and joined it: oldest first, the
+        open lots expire strictly later one after another, never more than the days with a credit."""
+        credit_days = {policy.utc_day(e.at) for e in self.entries() if e.amount > 0}
+        for name, ledger in zip(self.BACKENDS, self.ledgers):
+            lots = sorted(self.run(ledger.lots(T)), key=lambda lot: (lot.opened_at, lot.lot_id))
+            assert all(lot.expires_at == policy.lot_expiry(lot.opened_at) for lot in lots), (name, lots)
+            assert all(a.expires_at < b.expires_at for a, b in zip(lots, lots[1:])), (name, lots)
+            assert len(lots) <= len(credit_days), (name, lots)
 
     @invariant()
     def backends_agree(self) -> None:
