@@ -204,7 +204,7 @@ class Actions:
         soon = view.expiring
         if soon:
             lines.append(ctx.text("balance.expiring", amount=ctx.money(sum(l.remaining for l in soon)),
-                                  date=format_date(min(l.expires_at for l in soon), ctx.locale)))
+                                  date=format_date(min(l.last_day for l in soon), ctx.locale)))
         return Reply("\n\n".join(lines))
 
     def _recharge_lines(self, ctx: Ctx, r: RechargeSettings, headline: str) -> str:

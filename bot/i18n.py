@@ -332,7 +332,7 @@ _M: dict[str, dict[str, str]] = {
         "da": "Automatisk opfyldning er slået til: {amount} indsættes, når saldoen er under {trigger}.",
     },
     "balance.recharge_off": {"en": "Auto-recharge is off.", "da": "Automatisk opfyldning er slået fra."},
-    "balance.expiring": {"en": "{amount} expires on {date}.", "da": "{amount} udløber den {date}."},
+    "balance.expiring": {"en": "{amount} can be used until {date}.", "da": "{amount} kan bruges til og med {date}."},
     "add.done": {
         "en": "Added {amount}. The balance is now {balance}.",
         "da": "{amount} er indsat. Saldoen er nu {balance}.",
@@ -907,8 +907,8 @@ _M: dict[str, dict[str, str]] = {
     "card.fact.when": {"en": "Date", "da": "Dato"},
     "card.fact.last_recharge": {"en": "Last recharge", "da": "Seneste opfyldning"},
     "card.fact.expiring": {"en": "Expiring within 30 days", "da": "Udløber inden for 30 dage"},
-    "card.fact.expires": {"en": "Expires", "da": "Udløber"},
-    "card.fact.amount_left": {"en": "Left of this purchase", "da": "Tilbage af dette køb"},
+    "card.fact.expires": {"en": "Usable until", "da": "Kan bruges til og med"},
+    "card.fact.amount_left": {"en": "Left to expire", "da": "Tilbage, der udløber"},
     "card.fact.recharges": {"en": "Recharges", "da": "Opfyldninger"},
     "card.fact.threshold": {"en": "Alert threshold", "da": "Grænse for advarsel"},
     "card.fact.daily_usage": {"en": "Average usage a day", "da": "Gennemsnitligt forbrug pr. dag"},
@@ -1073,10 +1073,10 @@ _M: dict[str, dict[str, str]] = {
     },
     "card.alert.expiring.title_plain": {"en": "Credits expire soon", "da": "Kreditter udløber snart"},
     "card.alert.expiring.text": {
-        "en": "Credits expire 12 months after they are added and are used oldest first. What is left of this "
-              "purchase when it expires is lost.",
-        "da": "Kreditter udløber 12 måneder efter, at de er indsat, og de ældste bruges først. Det, der er "
-              "tilbage af dette køb, når det udløber, går tabt.",
+        "en": "Credits can be used until the end of the day (UTC) 12 months after the day they were added, "
+              "oldest first. What is left of them then is lost.",
+        "da": "Kreditter kan bruges til udgangen af dagen (UTC) 12 måneder efter den dag, de blev indsat, de "
+              "ældste først. Det, der så er tilbage, går tabt.",
     },
     "card.alert.forecast.title": {
         "en": "The balance may run out around {date}",

@@ -22,7 +22,7 @@ from datetime import datetime, time, timedelta, timezone
 
 from storage import AlertKind, Ledger
 from storage.clock import Clock, utc_now
-from storage.model import iso
+from storage.model import Lot, iso
 
 from .reports import account_forecast
 
@@ -36,9 +36,10 @@ def next_run(after: datetime, at: time) -> datetime:
     return candidate if candidate > after else candidate + timedelta(days=1)
 
 
-def forecast_key(tenant_id: str, newest_lot: int) -> str:
-    """One forecast alert per funding: the newest open lot (credit entry seq) names the episode."""
-    return f"forecast:{tenant_id}:lot{newest_lot}"
+def forecast_key(tenant_id: str, newest_lot: Lot) -> str:
+    """One forecast alert per funding: the newest open lot names the episode, by its id (the credit entry's
+    seq) and its amount, which grows when another credit of the same UTC day joins it (ADR 0008)."""
+    return f"forecast:{tenant_id}:lot{newest_lot.lot_id}:{newest_lot.amount}"
 
 
 @dataclass
@@ -82,7 +83,7 @@ class DailyJobs:
         if not lots:
             return False
         balance = (await self._ledger.get_account(tenant)).balance
-        await self._ledger.raise_alert(tenant, AlertKind.FORECAST, forecast_key(tenant, lots[-1].lot_id), {
+        await self._ledger.raise_alert(tenant, AlertKind.FORECAST, forecast_key(tenant, lots[-1]), {
             "balance": balance, "daily_burn": f.daily_burn, "days_to_zero": f.days_to_zero,
             "zero_on": f.zero_on.isoformat(), "computed_at": iso(now)})
         return True

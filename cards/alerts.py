@@ -19,7 +19,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, Callable, Mapping
 
-from storage.model import Alert, AlertKind, parse_iso
+from storage.model import Alert, AlertKind, last_usable_day, parse_iso
 
 from .elements import card, execute, facts, header, text
 from .texts import Texts
@@ -96,7 +96,9 @@ def _exhausted(texts: Texts, p: Mapping[str, Any]) -> tuple[str, list[dict[str, 
 
 
 def _expiring(texts: Texts, p: Mapping[str, Any]) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
-    remaining, when = _int(p, "remaining"), _moment(p, "expires_at")
+    remaining, expires_at = _int(p, "remaining"), _moment(p, "expires_at")
+    # shown: the last day the money can be used (a lot expires at the midnight after it, ADR 0008)
+    when = last_usable_day(expires_at) if isinstance(expires_at, datetime) else expires_at
     if remaining is not None and when is not None:
         title = texts.t("balance.expiring", amount=texts.money(remaining), date=texts.date(when))
     else:

@@ -80,7 +80,7 @@ def balance_card(texts: Texts, *, account: Account, recharge: RechargeSettings, 
         body.append(text(texts.t("card.fact.expiring"), weight="Bolder", spacing="Medium"))
         for lot in expiring[:EXPIRING_SHOWN]:
             body.append(text(texts.t("card.amount_on_date", amount=texts.money(lot.remaining),
-                                     date=texts.date(lot.expires_at)), spacing="None"))
+                                     date=texts.date(lot.last_day)), spacing="None"))
         rest = expiring[EXPIRING_SHOWN:]
         if rest:
             body.append(text(texts.t("card.expiring.more", amount=texts.money(sum(lot.remaining for lot in rest))),

@@ -125,7 +125,7 @@ async def test_a_crash_is_answered_with_an_incident_id_and_never_the_exception(
     async def broken(tenant_id: str) -> Any:
         raise RuntimeError("database password is hunter2")
 
-    monkeypatch.setattr(chat.ledger, "recharge_settings", broken)   # `balance` reads it: a crash mid-command
+    monkeypatch.setattr(chat.ledger, "account_view", broken)   # every command reads it: a crash mid-command
     with caplog.at_level(logging.ERROR):
         reply = await chat.say("balance")
     assert "hunter2" not in reply and "RuntimeError" not in reply

@@ -113,7 +113,8 @@ ALERT_PAYLOADS: dict[AlertKind, list[dict[str, Any]]] = {
                                  {"reason": "gremlins", "balance": 0, "entry_seq": 10}],
     AlertKind.LOW_BALANCE: [{"threshold": 25000, "balance": 24999, "entry_seq": 10}],
     AlertKind.EXHAUSTED: [{"balance": -2550, "entry_seq": 10}],
-    AlertKind.EXPIRING: [{"lot_id": 3, "remaining": 12345, "expires_at": "2026-04-01T09:00:00+00:00"}],
+    # a lot of the UTC-day rule expires at the midnight after its last usable day (ADR 0008)
+    AlertKind.EXPIRING: [{"lot_id": 3, "remaining": 12345, "expires_at": "2026-04-02T00:00:00+00:00"}],
     AlertKind.FORECAST: [{"balance": 30000, "daily_burn": 2150, "days_to_zero": 14, "zero_on": "2026-03-19"}],
 }
 
@@ -563,6 +564,15 @@ def test_expiring_credits_are_listed_then_summed() -> None:
     assert "$111.06 more expires later" in text  # 49.36 + 61.70
 
 
+def test_a_lot_is_shown_with_its_last_usable_day() -> None:
+    """A lot of the UTC-day rule expires at 00:00 UTC after its last day: the card shows that last day."""
+    lot = Lot(1, T0, datetime(2026, 3, 22, tzinfo=timezone.utc), 5000, 1234)
+    card = cards.balance_card(TEXTS["en"], account=Account("t", "USD", T0, 5000, 1), recharge=RechargeSettings(),
+                              status=cards.balance_status(5000, RechargeSettings(), ()), last_recharge=None,
+                              expiring=[lot], forecast_line=None)
+    assert "$12.34 on Mar 21, 2026" in texts_of(card)
+
+
 def test_history_pages_and_names() -> None:
     card = get("en", "history-50")
     by_title = {a["title"]: a["data"] for a in actions_of(card)}
@@ -612,7 +622,7 @@ def test_alert_texts() -> None:
     assert "monthly cap" in texts_of(get("en", "alert-recharge_blocked-0"))
     assert "24 hours" in texts_of(get("en", "alert-recharge_blocked-1"))
     assert "Low balance: $249.99" in texts_of(get("en", "alert-low_balance-0"))
-    assert "$123.45 expires on Apr 1, 2026." in texts_of(get("en", "alert-expiring-0"))
+    assert "$123.45 can be used until Apr 1, 2026." in texts_of(get("en", "alert-expiring-0"))
     assert "around Mar 19, 2026" in texts_of(get("en", "alert-forecast-0"))
     assert "-$25.50" in texts_of(get("en", "alert-exhausted-0"))
 
