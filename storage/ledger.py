@@ -9,8 +9,9 @@ Semantics (DESIGN.md section 3, decided in docs/decisions/):
   and arguments returns the original result with `replayed=True` and changes nothing; the same key with
   anything else raises `IdempotencyConflict`. A failed operation (a `LedgerError`) records nothing, so its key
   stays free.
-* **Lots.** Each credit (`funds_added`, `auto_recharge`, positive `adjustment`) opens a lot expiring 12 calendar
-  months later; debits consume open lots oldest first. Usage is a fact and is recorded even below zero (the
+* **Lots.** Each credit (`funds_added`, `auto_recharge`, positive `adjustment`) goes into a lot expiring at the
+  end of the UTC day 12 calendar months after its own UTC day; the credits of one day share one lot (ADR 0008);
+  debits consume open lots oldest first. Usage is a fact and is recorded even below zero (the
   shortfall is a *deficit* that the next credits pay first); manual debits (negative adjustments) may not go
   below zero (`InsufficientFunds`). `expire_lots(now)` writes an `expiry` entry for what is left in each expired
   lot and raises an `expiring` alert once per lot with money left that expires within 30 days.
