@@ -296,7 +296,23 @@ async def _send(turn_context: TurnContext, reply: Reply) -> None:
     else:
         activity = MessageFactory.text(reply.text)
         activity.text_format = "markdown"
-    await turn_context.send_activity(activity)
+    await turn_context.send_activity(_not_deep_copied(activity))
+
+
+class _OwnReply(Activity):
+    """A reply activity built for one send: botbuilder's `TurnContext.send_activities` deep-copies every
+    outgoing activity (about 0.1 ms for a reply: every model and attribute) so that filling in the conversation
+    reference does not change the caller's object. That only assigns attributes, so a shallow copy keeps the
+    same promise."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "_OwnReply":
+        return copy.copy(self)
+
+
+def _not_deep_copied(activity: Activity) -> Activity:
+    own = _OwnReply.__new__(_OwnReply)
+    own.__dict__.update(activity.__dict__)
+    return own
 
 
 class CardAttachment(Attachment):

@@ -181,3 +181,16 @@ def test_conversation_references_serialize_as_msrest_does(body: dict[str, Any],
     expected = reference.serialize()
     monkeypatch.setattr(Model, "serialize", lambda *a, **k: pytest.fail("msrest was asked"))
     assert activity_json.model_to_json(reference) == expected
+
+
+async def test_a_sent_reply_is_not_deep_copied_yet_the_caller_keeps_its_activity() -> None:
+    """`bot.handler._send` hands botbuilder a reply whose deep copy is shallow: botbuilder only assigns the
+    conversation's attributes on its copy, which must leave the reply built by the handler as it was."""
+    from bot.handler import _not_deep_copied
+    inbound = activity_from_json(teams.message("balance", service_url=URL, sender=ADA))
+    reply = _not_deep_copied(MessageFactory.text("hello"))
+    before = activity_to_json(reply)
+    sent = TurnContext.apply_conversation_reference(copy.deepcopy(reply), TurnContext.get_conversation_reference(inbound))
+    assert activity_to_json(reply) == before and reply.conversation is None
+    assert sent.conversation.id == inbound.conversation.id and sent.text == "hello"
+    assert activity_to_json(sent) == sent.serialize()
