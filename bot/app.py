@@ -30,7 +30,7 @@ from storage.clock import Clock, utc_now
 
 from .actions import Actions
 from .auth import InboundAuthenticator
-from .connector import Connector, ConnectorError
+from .connector import Connector, ConnectorError, dumps
 from .endpoint import MAX_BODY, MessagesEndpoint
 from .jobs import DailyJobs
 from .notifier import Notifier, Sender
@@ -111,7 +111,8 @@ def _bot_context(msal_http_client: Any, clock: Clock) -> Callable[[web.Applicati
         from .handler import CreditsBot
 
         settings = app[SETTINGS]
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=60))
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=60),
+                                        json_serialize=dumps)
         authenticator: InboundAuthenticator | None = None
         tokens: OutboundTokens | None = None
         graph: Any = None

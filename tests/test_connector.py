@@ -6,6 +6,7 @@ so back-off is checked exactly without waiting for it.
 
 from __future__ import annotations
 
+import json
 import asyncio
 import email.utils
 import logging
@@ -309,3 +310,12 @@ NOW = datetime(2026, 1, 15, 9, 0, tzinfo=timezone.utc)
 ])
 def test_parse_retry_after(value, expected) -> None:
     assert parse_retry_after(value, now=NOW) == expected
+
+
+def test_request_bodies_are_json_that_json_loads_reads_back() -> None:
+    from bot.connector import dumps
+    card = {"type": "AdaptiveCard", "body": [{"type": "TextBlock", "text": "Saldo: 1.250,50\u00a0kr. \u2713 \U0001F4B3"}],
+            "n": [0, -1, 2**63 - 1], "ok": True, "none": None}
+    assert json.loads(dumps(card)) == card
+    huge = {"amount": 10**30}   # beyond orjson's 64 bits: the standard library writes it
+    assert json.loads(dumps(huge)) == huge
