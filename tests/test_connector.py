@@ -6,9 +6,9 @@ so back-off is checked exactly without waiting for it.
 
 from __future__ import annotations
 
-import json
 import asyncio
 import email.utils
+import json
 import logging
 import random
 from datetime import datetime, timedelta, timezone
