@@ -8,6 +8,12 @@ claimed with `FOR UPDATE SKIP LOCKED`, so workers in several processes never tak
 
 Times come from the injected clock, never from `now()` in SQL. Money is `bigint`. The schema lives in numbered
 SQL files (migrations/), applied in order at `open` (see `migrate`).
+
+Round trips are what a chat turn pays for here (issue #9), so each call makes few: a read is one statement with
+its account check (`reads`), `account_view` one statement, a money operation four round trips (BEGIN; the lock
+with the idempotency lookup and the subscriptions, `credits_lock_account`; every write in one statement,
+`writes.PERSIST`; COMMIT), and giving a connection back to the pool none (`session.reset_session`).
+tests/test_postgres_round_trips.py holds the hot calls to these counts.
 """
 
 from __future__ import annotations
@@ -21,19 +27,24 @@ from importlib import resources
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 
 import asyncpg
-import orjson
 
 from .. import engine, policy, transfer
 from ..clock import Clock, utc_now
 from ..engine import Book, BookState
 from ..errors import (AccountNotFound, ApprovalClosed, CurrencyLocked, CurrencyMismatch, IdempotencyConflict,
                       InvalidSettings, LeaseLost, LedgerError, NotFound, SelfApproval)
+from ..forecast import DEFAULT_WINDOW
 from ..ledger import DEFAULT_MAX_ATTEMPTS, EXPIRING_NOTICE, Ledger
-from ..model import (Account, Alert, AlertKind, AlertSettings, AlertStatus, Approval, ApprovalDecision,
+from ..model import (Account, AccountView, Alert, AlertKind, AlertSettings, AlertStatus, Approval, ApprovalDecision,
                      ApprovalStatus, AuditRecord, BatchResult, ConversationRef, Entry, EntryKind, Lot, Page,
                      Posting, RechargeSettings, Role, RoleGrant, RowOutcome, RowStatus, SettingsChange,
                      Subscription, SYSTEM_ACTOR, UsageRecord, VerifyReport, iso, parse_iso)
 from ..money import check_minor, normalize_currency
+from . import reads
+from .rows import (ALERT_COLUMNS, APPROVAL_COLUMNS, ENTRY_COLUMNS, as_alert, as_approval, as_audit, as_conversation,
+                   as_entry, as_grant, as_subscription, as_utc)
+from .session import create_pool
+from .writes import PERSIST, persist_args
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +52,6 @@ log = logging.getLogger(__name__)
 MIGRATION_LOCK = 0x63726564697473  # "credits"
 LEASE_EXPIRED_ERROR = "lease expired after the last attempt"
 
-_ALERT_COLUMNS = ("alert_id, tenant_id, kind, key, created_at, payload, destinations, delivered, skipped, status, "
-                  "attempts, next_attempt_at, lease_owner, lease_until, last_error")
-_ENTRY_COLUMNS = "seq, tenant_id, kind, amount, balance_after, actor, key, at, memo, reference, details"
-_APPROVAL_COLUMNS = ("approval_id, tenant_id, amount, memo, requested_by, requested_at, status, decided_by, "
-                     "decided_at, entry_seq")
 
 
 # --- migrations -------------------------------------------------------------------------------------------------
@@ -85,20 +91,6 @@ async def migrate(dsn: str) -> list[str]:
         await con.close()
 
 
-async def _init_connection(con: asyncpg.Connection) -> None:
-    # jsonb in binary form (a version byte, then the JSON text), so that COPY can carry it too
-    await con.set_type_codec("jsonb", encoder=_jsonb_encode, decoder=_jsonb_decode, schema="pg_catalog",
-                             format="binary")
-
-
-def _jsonb_encode(value: Any) -> bytes:
-    return b"\x01" + orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
-
-
-def _jsonb_decode(data: bytes) -> Any:
-    return orjson.loads(data[1:])
-
-
 #: A usage batch is computed and written in chunks of this many rows (see `PostgresLedger._usage_rows`).
 USAGE_CHUNK = 500
 
@@ -130,44 +122,94 @@ async def _write_journal(con: asyncpg.Connection, tenant: str, entries: Sequence
 
 # --- rows -------------------------------------------------------------------------------------------------------
 
-def _utc(value: datetime | None) -> datetime | None:
-    return value.astimezone(timezone.utc) if value is not None else None
+def _lookup_keys(keys: Iterable[object]) -> list[str]:
+    """The keys worth looking up: strings PostgreSQL can hold. Anything else is no stored key (the caller's own
+    check then rejects it, after `AccountNotFound`, as before the lookup)."""
+    return [k for k in keys if isinstance(k, str) and "\x00" not in k]
 
 
-def _entry(r: Mapping[str, Any]) -> Entry:
-    return Entry(r["seq"], r["tenant_id"], EntryKind(r["kind"]), r["amount"], r["balance_after"], r["actor"],
-                 r["key"], _utc(r["at"]), r["memo"], r["reference"], dict(r["details"] or {}))
+def _known_ops(row: Mapping[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """key -> (fingerprint, result) of the operation records `credits_lock_account` found."""
+    if row["known_keys"] is None:
+        return {}
+    return {key: (fp, result) for key, fp, result in zip(row["known_keys"], row["known_fingerprints"],
+                                                         row["known_results"])}
 
 
-def _alert(r: Mapping[str, Any]) -> Alert:
-    return Alert(r["alert_id"], r["tenant_id"], AlertKind(r["kind"]), r["key"], _utc(r["created_at"]),
-                 dict(r["payload"] or {}), tuple(r["destinations"]), tuple(r["delivered"]), tuple(r["skipped"]),
-                 AlertStatus(r["status"]), r["attempts"], _utc(r["next_attempt_at"]), r["lease_owner"],
-                 _utc(r["lease_until"]), r["last_error"])
+# --- statements of the reads (`reads.of_account`: $1 is the tenant, and the account check comes with the rows) --------
 
+_ROLES = reads.of_account("SELECT r.*, true AS present FROM roles r WHERE r.tenant_id = a.tenant_id", "x.user_id")
+_SUBSCRIPTIONS = reads.of_account("SELECT s.*, true AS present FROM subscriptions s WHERE s.tenant_id = a.tenant_id",
+                                  "x.conversation_id")
+_CONVERSATIONS = reads.of_account("SELECT c.*, true AS present FROM conversations c WHERE c.tenant_id = a.tenant_id",
+                                  "x.conversation_id")
+_CONVERSATION = reads.of_account("SELECT c.*, true AS present FROM conversations c WHERE c.tenant_id = a.tenant_id "
+                                 "AND c.conversation_id = $2", "x.conversation_id")
+_WATERMARK = reads.of_account("SELECT w.until, true AS present FROM sync_watermarks w "
+                              "WHERE w.tenant_id = a.tenant_id AND w.source = $2", "x.until")
+_ENTRY_PAGE = reads.of_account(f"SELECT {ENTRY_COLUMNS}, true AS present FROM entries e "
+                               "WHERE e.tenant_id = a.tenant_id AND ($2::int IS NULL OR e.seq < $2) "
+                               "ORDER BY e.seq DESC LIMIT $3", "x.seq DESC")
+_AUDIT_PAGE = reads.of_account("SELECT seq, tenant_id, at, actor, action, key, details, true AS present FROM audit u "
+                               "WHERE u.tenant_id = a.tenant_id AND ($2::int IS NULL OR u.seq < $2) "
+                               "ORDER BY u.seq DESC LIMIT $3", "x.seq DESC")
+_ENTRIES_SINCE = reads.of_account(f"SELECT {ENTRY_COLUMNS}, true AS present FROM entries e "
+                                  "WHERE e.tenant_id = a.tenant_id AND e.at >= $2", "x.seq")
+_ALERTS = reads.of_account(f"SELECT {ALERT_COLUMNS}, n, true AS present FROM alerts l WHERE l.tenant_id = a.tenant_id "
+                           "AND ($2::text IS NULL OR l.status = $2) ORDER BY l.created_at DESC, l.n DESC LIMIT $3",
+                           "x.created_at DESC, x.n DESC")
+_APPROVALS = reads.of_account(f"SELECT {APPROVAL_COLUMNS}, n, true AS present FROM approvals p "
+                              "WHERE p.tenant_id = a.tenant_id AND ($2::text IS NULL OR p.status = $2)",
+                              "x.requested_at DESC, x.n DESC")
+_APPROVAL = reads.of_account(f"SELECT {APPROVAL_COLUMNS}, true AS present FROM approvals p "
+                             "WHERE p.tenant_id = a.tenant_id AND p.approval_id = $2", "x.approval_id")
 
-def _approval(r: Mapping[str, Any]) -> Approval:
-    return Approval(r["approval_id"], r["tenant_id"], r["amount"], r["memo"], r["requested_by"],
-                    _utc(r["requested_at"]), ApprovalStatus(r["status"]), r["decided_by"], _utc(r["decided_at"]),
-                    r["entry_seq"])
+#: Parts of the state jsonb, taken out by the server.
+_OPEN_LOTS = ("SELECT jsonb_path_query_array(state -> 'lots', '$[*] ? (@.remaining > 0)') FROM accounts "
+              "WHERE tenant_id = $1")
+_RECHARGE_SETTINGS = "SELECT state -> 'recharge' FROM accounts WHERE tenant_id = $1"
+_ALERT_SETTINGS = "SELECT state -> 'alerts' FROM accounts WHERE tenant_id = $1"
 
+# --- the outbox: $1 now, $2 max attempts, $3 the error of a lease that ran out after the last attempt ------------
 
-def _subscription(r: Mapping[str, Any]) -> Subscription:
-    return Subscription(r["conversation_id"], tuple(AlertKind(k) for k in r["kinds"]), r["created_by"],
-                        _utc(r["created_at"]), r["enabled"], r["disabled_reason"])
+_ALERT_COLUMNS_OF_A = ", ".join(f"a.{c.strip()}" for c in ALERT_COLUMNS.split(","))
+_CLAIMABLE = ("status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= $1) "
+              "AND (lease_until IS NULL OR lease_until <= $1)")
+_BURY_DEAD_ALERTS = (
+    "UPDATE alerts SET status = 'dead', lease_owner = NULL, lease_until = NULL, "
+    "last_error = CASE WHEN last_error = '' THEN $3 ELSE last_error END "
+    f"WHERE alert_id IN (SELECT alert_id FROM alerts WHERE {_CLAIMABLE} AND attempts >= $2 FOR UPDATE SKIP LOCKED) "
+    "RETURNING alert_id, kind, last_error")
+#: Bury the dead and lease up to $4 others to $5 until $6, in one statement: the two sets are disjoint (attempts
+#: used up or not). One row per claimed alert, each with the list of the dead (`dead`), or one row without an
+#: alert when none was claimed.
+_CLAIM_ALERTS = f"""
+WITH dead AS ({_BURY_DEAD_ALERTS}),
+picked AS (SELECT alert_id FROM alerts WHERE {_CLAIMABLE} AND attempts < $2 ORDER BY created_at, n LIMIT $4
+           FOR UPDATE SKIP LOCKED),
+claimed AS (UPDATE alerts a SET attempts = a.attempts + 1, lease_owner = $5, lease_until = $6 FROM picked
+            WHERE a.alert_id = picked.alert_id RETURNING a.n, {_ALERT_COLUMNS_OF_A})
+SELECT d.dead, c.*
+FROM (SELECT coalesce(jsonb_agg(jsonb_build_object('alert_id', x.alert_id, 'kind', x.kind,
+                                                   'last_error', x.last_error)), '[]'::jsonb) AS dead
+      FROM dead x) d
+LEFT JOIN claimed c ON true
+"""
 
-
-def _grant(r: Mapping[str, Any]) -> RoleGrant:
-    return RoleGrant(r["user_id"], Role(r["role"]), r["granted_by"], _utc(r["granted_at"]), r["display_name"])
-
-
-def _audit(r: Mapping[str, Any]) -> AuditRecord:
-    return AuditRecord(r["seq"], r["tenant_id"], _utc(r["at"]), r["actor"], r["action"], r["key"],
-                       dict(r["details"] or {}))
-
-
-def _conversation(r: Mapping[str, Any]) -> ConversationRef:
-    return ConversationRef(r["conversation_id"], r["tenant_id"], dict(r["reference"]), _utc(r["updated_at"]))
+#: See `save_conversation`. $1 tenant, $2 conversation, $3 reference, $4 when.
+_SAVE_CONVERSATION = """
+WITH account AS (SELECT a.tenant_id FROM accounts a WHERE a.tenant_id = $1),
+known AS (SELECT 1 FROM conversations c WHERE c.tenant_id = $1 AND c.conversation_id = $2),
+changed AS (UPDATE conversations c SET reference = $3, updated_at = $4
+            WHERE c.tenant_id = $1 AND c.conversation_id = $2 AND c.reference IS DISTINCT FROM $3),
+inserted AS (INSERT INTO conversations (tenant_id, conversation_id, reference, updated_at)
+             SELECT account.tenant_id, $2, $3, $4 FROM account WHERE NOT EXISTS (SELECT 1 FROM known)
+             ON CONFLICT (tenant_id, conversation_id) DO NOTHING RETURNING 1)
+SELECT EXISTS (SELECT 1 FROM account) AS account, EXISTS (SELECT 1 FROM known) AS known,
+       EXISTS (SELECT 1 FROM inserted) AS inserted
+"""
+_UPDATE_CONVERSATION = ("UPDATE conversations SET reference = $3, updated_at = $4 WHERE tenant_id = $1 "
+                        "AND conversation_id = $2 AND reference IS DISTINCT FROM $3")
 
 
 @dataclass
@@ -189,10 +231,12 @@ class _Change:
 
 @dataclass
 class _Tx:
-    """One transaction on one locked account."""
+    """One transaction on one locked account: its state, and what was read with the lock (`_account`)."""
 
     con: asyncpg.Connection
     state: BookState
+    known: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # key -> (fingerprint, result)
+    subscriptions: list[Subscription] = field(default_factory=list)
     queued: bool = False          # a pending alert was written: wake the notifier after the commit
     ops: list[tuple[str, str, str, dict[str, Any]]] = field(default_factory=list)  # key, operation, fp, result
     entries_written: int = 0      # how many of the book's entries are already in the table (a long usage batch)
@@ -213,7 +257,7 @@ class PostgresLedger(Ledger):
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         await migrate(dsn)
-        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection)
+        pool = await create_pool(dsn, min_size=min_size, max_size=max_size)
         return cls(pool, clock=clock, max_attempts=max_attempts)
 
     # --- plumbing ---------------------------------------------------------------------------------------------
@@ -227,55 +271,76 @@ class PostgresLedger(Ledger):
         async with self._pool.acquire() as con:
             yield con
 
+    async def _exists(self, con: asyncpg.Connection, tenant_id: str) -> None:
+        """`AccountNotFound` for an unknown tenant (a round trip of its own: only where nothing else is read)."""
+        if await con.fetchval("SELECT 1 FROM accounts WHERE tenant_id = $1", tenant_id) is None:
+            raise AccountNotFound(tenant_id)
+
+    async def _account_rows(self, tenant_id: str, sql: str, args: Callable[[], Sequence[Any]] = tuple) -> list[Any]:
+        """The rows of one `reads.of_account` statement (`$1` the tenant, then `args()`), one round trip; an
+        unknown tenant is `AccountNotFound` (`reads.listed`).
+
+        The account used to be checked before the other arguments were even looked at; so, when `args()` or
+        their encoding fails, the account is checked first, and only then the error raised."""
+        async with self._read() as con:
+            try:
+                return await con.fetch(sql, tenant_id, *args())
+            except (TypeError, ValueError, asyncpg.DataError):   # DataError: an argument asyncpg cannot encode
+                await self._exists(con, tenant_id)
+                raise
+
     @contextlib.asynccontextmanager
-    async def _account(self, tenant_id: str) -> AsyncIterator[_Tx]:
+    async def _account(self, tenant_id: str, keys: Iterable[object] = ()) -> AsyncIterator[_Tx]:
         """A transaction holding the account's row lock; `AccountNotFound` for an unknown tenant. Nothing is
-        written unless the block ends normally (then the transaction commits)."""
+        written unless the block ends normally (then the transaction commits).
+
+        One round trip after BEGIN (`credits_lock_account`, migration 0003): the lock, then, read under it, the
+        state, the operation records of `keys` (`_Tx.known`: the idempotency lookup of the operation's keys) and
+        the subscriptions (`_Tx.subscriptions`)."""
         if self._closed:
             raise RuntimeError("the ledger is closed")
         tx: _Tx | None = None
         async with self._pool.acquire() as con:
             async with con.transaction():
-                row = await con.fetchrow("SELECT state FROM accounts WHERE tenant_id = $1 FOR UPDATE", tenant_id)
+                row = await con.fetchrow("SELECT * FROM credits_lock_account($1, $2::text[])", tenant_id,
+                                         _lookup_keys(keys))
                 if row is None:
                     raise AccountNotFound(tenant_id)
-                tx = _Tx(con, BookState.from_dict(row["state"]))
+                tx = _Tx(con, BookState.from_dict(row["account_state"]), _known_ops(row),
+                         [Subscription.from_dict(d) for d in row["subscription_list"]])
                 yield tx
         if tx.queued:
             self._alerts_queued()
 
-    async def _exists(self, con: asyncpg.Connection, tenant_id: str) -> None:
-        if await con.fetchval("SELECT 1 FROM accounts WHERE tenant_id = $1", tenant_id) is None:
-            raise AccountNotFound(tenant_id)
-
     async def _subscriptions(self, con: asyncpg.Connection, tenant_id: str) -> list[Subscription]:
         rows = await con.fetch("SELECT * FROM subscriptions WHERE tenant_id = $1 ORDER BY conversation_id",
                                tenant_id)
-        return [_subscription(r) for r in rows]
+        return [as_subscription(r) for r in rows]
 
-    async def _book(self, tx: _Tx) -> Book:
-        return Book(tx.state, await self._subscriptions(tx.con, tx.state.tenant_id), self._now())
+    def _book(self, tx: _Tx) -> Book:
+        """A book on the locked state, with the subscriptions read under the lock."""
+        return Book(tx.state, tx.subscriptions, self._now())
 
-    async def _check_key(self, tx: _Tx, key: str, operation: str,
-                         args: Mapping[str, Any]) -> tuple[str, dict[str, Any] | None]:
-        """Idempotency first: (fingerprint, stored result) for a replay, (fingerprint, None) for a new key."""
+    @staticmethod
+    def _check_key(tx: _Tx, key: str, operation: str, args: Mapping[str, Any]) -> tuple[str, dict[str, Any] | None]:
+        """Idempotency first: (fingerprint, stored result) for a replay, (fingerprint, None) for a new key. The
+        lookup itself was made under the lock (`_account(tenant, keys=[key])`)."""
         fp = policy.fingerprint(operation, args)
-        row = await tx.con.fetchrow("SELECT fingerprint, result FROM ops WHERE tenant_id = $1 AND key = $2",
-                                    tx.state.tenant_id, key)
-        if row is None:
+        hit = tx.known.get(key)
+        if hit is None:
             return fp, None
-        if row["fingerprint"] != fp:
+        if hit[0] != fp:
             raise IdempotencyConflict(key, operation)
-        return fp, row["result"]
+        return fp, hit[1]
 
     async def _posting_from(self, con: asyncpg.Connection, tenant_id: str, result: Mapping[str, Any]) -> Posting:
         return self._replayed(result, await self._entries_by_seq(con, tenant_id, result["e"]))
 
     @staticmethod
     async def _entries_by_seq(con: asyncpg.Connection, tenant_id: str, seqs: Iterable[int]) -> dict[int, Entry]:
-        rows = await con.fetch(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE tenant_id = $1 AND seq = ANY($2::int[])",
+        rows = await con.fetch(f"SELECT {ENTRY_COLUMNS} FROM entries WHERE tenant_id = $1 AND seq = ANY($2::int[])",
                                tenant_id, list(seqs))
-        return {r["seq"]: _entry(r) for r in rows}
+        return {r["seq"]: as_entry(r) for r in rows}
 
     @staticmethod
     def _replayed(result: Mapping[str, Any], entries: Mapping[int, Entry]) -> Posting:
@@ -288,35 +353,26 @@ class PostgresLedger(Ledger):
         return {"e": [e.seq for e in posting.entries], "b": posting.balance, "a": list(posting.alert_ids),
                 "x": posting.recharge_blocked}
 
-    async def _persist(self, tx: _Tx, book: Book | None) -> None:
-        """Write what the book collected and the operation records, and the new state (same transaction)."""
-        con = tx.con
-        tenant = tx.state.tenant_id
-        await self._write_journal(tx, book)
-        if book is not None:
-            if book.audit:
-                await _insert(con, "audit", ("tenant_id", "seq", "at", "actor", "action", "key", "details"),
-                              [(tenant, r.seq, r.at, r.actor, r.action, r.key, dict(r.details)) for r in book.audit])
-            for alert in book.alerts:   # one by one, in the order raised: `n` is the order of creation
-                await con.execute(
-                    "INSERT INTO alerts (alert_id, tenant_id, created_at, kind, key, payload, destinations, "
-                    "delivered, skipped, status, attempts, next_attempt_at, lease_owner, lease_until, last_error) "
-                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-                    alert.alert_id, tenant, alert.created_at, alert.kind.value, alert.key, dict(alert.payload),
-                    list(alert.destinations), list(alert.delivered), list(alert.skipped), alert.status.value,
-                    alert.attempts, alert.next_attempt_at, alert.lease_owner, alert.lease_until, alert.last_error)
-                if alert.status is AlertStatus.PENDING:
-                    tx.queued = True
-            s = book.state
-            await con.execute(
-                "UPDATE accounts SET currency = $2, balance = $3, entry_count = $4, audit_count = $5, state = $6 "
-                "WHERE tenant_id = $1", tenant, s.currency, s.balance, s.entry_count, s.audit_count, s.to_dict())
-            tx.state = s
+    async def _persist(self, tx: _Tx, book: Book) -> None:
+        """Write what the book collected (entries not written yet, audit, alerts), the pending operation records
+        and the new state, in one statement (`writes.PERSIST`) of the transaction. Many journal rows (the last
+        chunk of a usage batch) go through COPY first (`_write_journal`)."""
+        entries = book.entries[tx.entries_written:]
+        if len(entries) >= COPY_THRESHOLD or len(tx.ops) >= COPY_THRESHOLD:
+            await self._write_journal(tx, book)
+            entries = []
+        tx.entries_written += len(entries)
+        ops, tx.ops = tx.ops, []
+        await tx.con.execute(PERSIST, *persist_args(tx.state.tenant_id, entries, ops, book.audit, book.alerts,
+                                                    book.state))
+        if any(alert.status is AlertStatus.PENDING for alert in book.alerts):
+            tx.queued = True
+        tx.state = book.state
 
-    def _write_journal(self, tx: _Tx, book: Book | None) -> Awaitable[None]:
+    def _write_journal(self, tx: _Tx, book: Book) -> Awaitable[None]:
         """Write the book's entries not written yet and the pending operation records. What is written is taken
         now, so the book may go on while the returned awaitable runs (see `_usage_rows`)."""
-        entries = book.entries[tx.entries_written:] if book is not None else []
+        entries = book.entries[tx.entries_written:]
         tx.entries_written += len(entries)
         ops, tx.ops = tx.ops, []
         return _write_journal(tx.con, tx.state.tenant_id, entries, ops)
@@ -331,11 +387,11 @@ class PostgresLedger(Ledger):
 
     async def _skip_destination(self, con: asyncpg.Connection, tenant_id: str, conversation_id: str) -> None:
         rows = await con.fetch(
-            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE tenant_id = $1 AND status = 'pending' "
+            f"SELECT {ALERT_COLUMNS} FROM alerts WHERE tenant_id = $1 AND status = 'pending' "
             "AND $2 = ANY(destinations) AND NOT ($2 = ANY(delivered)) AND NOT ($2 = ANY(skipped)) "
             "ORDER BY created_at, n FOR UPDATE", tenant_id, conversation_id)
         changed = []
-        for alert in map(_alert, rows):
+        for alert in map(as_alert, rows):
             changed.append(_settled(replace(alert, skipped=alert.skipped + (conversation_id,))))
         await self._save_alerts(con, changed)
 
@@ -346,14 +402,14 @@ class PostgresLedger(Ledger):
         """Account (locked), caller's key, idempotency lookup (a replay returns the stored result), then `change`
         (validates, may raise and change nothing, may write through the book and its own tables), then the
         audit record, the operation record and the new state, all in one transaction."""
-        async with self._account(tenant_id) as tx:
+        async with self._account(tenant_id, [key]) as tx:
             policy.check_caller_key(key)
             if before_lookup is not None:
                 before_lookup()
-            fp, done = await self._check_key(tx, key, operation, args)
+            fp, done = self._check_key(tx, key, operation, args)
             if done is not None:
                 return await replay(tx, done) if replay is not None else SettingsChange.from_dict(done, replayed=True)
-            book = await self._book(tx)
+            book = self._book(tx)
             outcome = await change(tx, book)
             book.record(actor, outcome.action, key, outcome.details)
             result, stored = outcome.outcome()
@@ -372,7 +428,10 @@ class PostgresLedger(Ledger):
         state = BookState(tenant_id, code, now)
         book = Book(state, [], now)
         book.record(actor, "account_opened", "", {"currency": code})
-        async with self._pool.acquire() as con:
+        async with self._read() as con:
+            existing = await self._find_account(con, tenant_id)   # the bot opens the account on every turn
+            if existing is not None:
+                return existing
             async with con.transaction():
                 inserted = await con.fetchval(
                     "INSERT INTO accounts (tenant_id, currency, created_at, balance, entry_count, audit_count, state) "
@@ -382,12 +441,19 @@ class PostgresLedger(Ledger):
                     await self._persist(_Tx(con, state), book)
             return await self._get_account(con, tenant_id)
 
-    async def _get_account(self, con: asyncpg.Connection, tenant_id: str) -> Account:
+    @staticmethod
+    async def _find_account(con: asyncpg.Connection, tenant_id: str) -> Account | None:
         row = await con.fetchrow("SELECT tenant_id, currency, created_at, balance, entry_count FROM accounts "
                                  "WHERE tenant_id = $1", tenant_id)
         if row is None:
+            return None
+        return Account(row["tenant_id"], row["currency"], as_utc(row["created_at"]), row["balance"], row["entry_count"])
+
+    async def _get_account(self, con: asyncpg.Connection, tenant_id: str) -> Account:
+        account = await self._find_account(con, tenant_id)
+        if account is None:
             raise AccountNotFound(tenant_id)
-        return Account(row["tenant_id"], row["currency"], _utc(row["created_at"]), row["balance"], row["entry_count"])
+        return account
 
     async def get_account(self, tenant_id: str) -> Account:
         async with self._read() as con:
@@ -417,14 +483,14 @@ class PostgresLedger(Ledger):
 
     async def _money(self, tenant_id: str, operation: str, amount: int, actor: str, key: str, memo: str,
                      reference: str) -> Posting:
-        async with self._account(tenant_id) as tx:
+        async with self._account(tenant_id, [key]) as tx:
             policy.check_caller_key(key)
             args = {"amount": amount, "memo": memo, "reference": reference}
-            fp, done = await self._check_key(tx, key, operation, args)
+            fp, done = self._check_key(tx, key, operation, args)
             if done is not None:
                 return await self._posting_from(tx.con, tenant_id, done)
             check_minor(amount, allow_negative=operation == "adjust")
-            book = await self._book(tx)
+            book = self._book(tx)
             if operation == "add_funds":
                 primary = book.credit(EntryKind.FUNDS_ADDED, amount, actor=actor, key=key, memo=memo,
                                       reference=reference)
@@ -457,16 +523,16 @@ class PostgresLedger(Ledger):
         A batch is computed in chunks of `USAGE_CHUNK` rows, and each chunk's entries and operation records are
         written while the next chunk is computed: the server inserts (indexes, constraints, the journal trigger)
         while this process works out the next debits. The writes stay in order, one at a time, on the
-        transaction's connection, which nothing else uses meanwhile (replays are read before the first chunk)."""
-        async with self._account(tenant_id) as tx:
+        transaction's connection, which nothing else uses meanwhile (replays are read before the first chunk).
+        The last chunk is written with the rest of the operation (`_persist`): a single row costs one statement.
+        The idempotency lookup of every row's id is made with the lock (`_account`)."""
+        ids = [getattr(u, "usage_id", None) for u in rows]
+        async with self._account(tenant_id, ids) as tx:
             before = tx.state.balance
-            ids = [u.usage_id for u in rows if isinstance(getattr(u, "usage_id", None), str)]
-            known = {r["key"]: (r["fingerprint"], r["result"]) for r in await tx.con.fetch(
-                "SELECT key, fingerprint, result FROM ops WHERE tenant_id = $1 AND key = ANY($2::text[])",
-                tenant_id, ids)} if ids else {}
+            known = tx.known
             replayed = await self._entries_by_seq(tx.con, tenant_id, {seq for _, result in known.values()
                                                                       for seq in result["e"]}) if known else {}
-            book = await self._book(tx)
+            book = self._book(tx)
             outcomes: list[RowOutcome] = []
             seen: dict[str, tuple[str, Posting]] = {}
             writing: asyncio.Future[None] | None = None
@@ -482,7 +548,9 @@ class PostgresLedger(Ledger):
                             outcomes.append(RowOutcome(getattr(usage, "usage_id", ""), status, _reason(err)))
                     if writing is not None:
                         await writing
-                    writing = asyncio.ensure_future(self._write_journal(tx, book))
+                        writing = None
+                    if start + USAGE_CHUNK < len(rows):   # another chunk follows: write this one meanwhile
+                        writing = asyncio.ensure_future(self._write_journal(tx, book))
                 if writing is not None:
                     await writing
             except BaseException:
@@ -519,7 +587,7 @@ class PostgresLedger(Ledger):
         postings: list[Posting] = []
         for tenant_id in await self.tenants():
             async with self._account(tenant_id) as tx:
-                book = await self._book(tx)
+                book = self._book(tx)
                 for lot in engine.expired_lots(book.state, moment):
                     key = f"expiry:{lot.lot_id}"
                     primary = book.expire(lot)
@@ -576,11 +644,11 @@ class PostgresLedger(Ledger):
                 raise ValueError(f"approve must be a bool, not {approve!r}")
 
         async def change(tx: _Tx, book: Book) -> _Change:
-            row = await tx.con.fetchrow(f"SELECT {_APPROVAL_COLUMNS} FROM approvals "
+            row = await tx.con.fetchrow(f"SELECT {APPROVAL_COLUMNS} FROM approvals "
                                         "WHERE tenant_id = $1 AND approval_id = $2", tenant_id, approval_id)
             if row is None:
                 raise NotFound("approval", approval_id)
-            approval = _approval(row)
+            approval = as_approval(row)
             if actor == approval.requested_by:
                 raise SelfApproval(approval_id)
             if approval.status is not ApprovalStatus.PENDING:
@@ -612,59 +680,60 @@ class PostgresLedger(Ledger):
                                         before_lookup=check_approve)
 
     async def approvals(self, tenant_id: str, *, status: ApprovalStatus | None = None) -> list[Approval]:
-        async with self._read() as con:
-            await self._exists(con, tenant_id)
-            rows = await con.fetch(f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE tenant_id = $1 "
-                                   "AND ($2::text IS NULL OR status = $2) ORDER BY requested_at DESC, n DESC",
-                                   tenant_id, None if status is None else ApprovalStatus(status).value)
-            return [_approval(r) for r in rows]
+        rows = await self._account_rows(tenant_id, _APPROVALS,
+                                         lambda: (None if status is None else ApprovalStatus(status).value,))
+        return reads.listed(rows, tenant_id, as_approval)
 
     async def get_approval(self, tenant_id: str, approval_id: str) -> Approval:
-        async with self._read() as con:
-            await self._exists(con, tenant_id)
-            row = await con.fetchrow(f"SELECT {_APPROVAL_COLUMNS} FROM approvals "
-                                     "WHERE tenant_id = $1 AND approval_id = $2", tenant_id, approval_id)
-            if row is None:
-                raise NotFound("approval", approval_id)
-            return _approval(row)
+        found = reads.listed(await self._account_rows(tenant_id, _APPROVAL, lambda: (approval_id,)), tenant_id,
+                             as_approval)
+        if not found:
+            raise NotFound("approval", approval_id)
+        return found[0]
 
     # --- reading ----------------------------------------------------------------------------------------------
-    async def _page(self, table: str, columns: str, parse: Callable[[Mapping[str, Any]], Any], tenant_id: str,
-                    limit: int, before: int | None) -> Page:
-        async with self._read() as con:
-            await self._exists(con, tenant_id)
-            rows = await con.fetch(f"SELECT {columns} FROM {table} WHERE tenant_id = $1 "
-                                   "AND ($2::int IS NULL OR seq < $2) ORDER BY seq DESC LIMIT $3",
-                                   tenant_id, before, max(int(limit), 0))
-        items = [parse(r) for r in rows]
+    async def _page(self, sql: str, parse: Callable[[Mapping[str, Any]], Any], tenant_id: str, limit: int,
+                    before: int | None) -> Page:
+        """Newest first, at most `limit`, `seq < before`: `sql` is `_ENTRY_PAGE` or `_AUDIT_PAGE`."""
+        rows = await self._account_rows(tenant_id, sql, lambda: (before, max(int(limit), 0)))
+        items = reads.listed(rows, tenant_id, parse)
         older = items[-1].seq if items and items[-1].seq > 1 else None
         return Page(tuple(items), older)
 
     async def history(self, tenant_id: str, *, limit: int = 10, before: int | None = None) -> Page:
-        return await self._page("entries", _ENTRY_COLUMNS, _entry, tenant_id, limit, before)
+        return await self._page(_ENTRY_PAGE, as_entry, tenant_id, limit, before)
 
     async def entries_since(self, tenant_id: str, since: datetime) -> list[Entry]:
-        async with self._read() as con:
-            await self._exists(con, tenant_id)
-            rows = await con.fetch(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE tenant_id = $1 AND at >= $2 "
-                                   "ORDER BY seq", tenant_id, since)
-            return [_entry(r) for r in rows]
+        return reads.listed(await self._account_rows(tenant_id, _ENTRIES_SINCE, lambda: (since,)), tenant_id,
+                            as_entry)
 
-    async def _state(self, tenant_id: str) -> BookState:
+    async def _state_part(self, tenant_id: str, sql: str) -> Any:
+        """One part of the account's state jsonb (`sql` takes it out on the server: the state, with every open
+        lot, is neither sent whole nor parsed)."""
         async with self._read() as con:
-            row = await con.fetchrow("SELECT state FROM accounts WHERE tenant_id = $1", tenant_id)
+            row = await con.fetchrow(sql, tenant_id)
         if row is None:
             raise AccountNotFound(tenant_id)
-        return BookState.from_dict(row["state"])
+        return row[0]
 
     async def lots(self, tenant_id: str) -> list[Lot]:
-        return [lot for lot in (await self._state(tenant_id)).lots if lot.remaining > 0]
+        return [Lot.from_dict(d) for d in await self._state_part(tenant_id, _OPEN_LOTS)]
 
     async def recharge_settings(self, tenant_id: str) -> RechargeSettings:
-        return (await self._state(tenant_id)).recharge
+        return RechargeSettings.from_dict(await self._state_part(tenant_id, _RECHARGE_SETTINGS))
 
     async def alert_settings(self, tenant_id: str) -> AlertSettings:
-        return (await self._state(tenant_id)).alerts
+        return AlertSettings.from_dict(await self._state_part(tenant_id, _ALERT_SETTINGS))
+
+    async def account_view(self, tenant_id: str, *, now: datetime | None = None,
+                           expiring_within: timedelta = EXPIRING_NOTICE,
+                           burn_window: timedelta = DEFAULT_WINDOW) -> AccountView:
+        """The contract's composition of single reads (`Ledger.account_view`), in one statement
+        (`reads.ACCOUNT_VIEW`): one round trip, one snapshot."""
+        moment = now if now is not None else self._now()
+        rows = await self._account_rows(tenant_id, reads.ACCOUNT_VIEW,
+                                        lambda: (moment + expiring_within, moment - burn_window, moment))
+        return reads.account_view(rows[0] if rows else None, tenant_id, moment - burn_window, moment)
 
     async def set_recharge_settings(self, tenant_id: str, settings: RechargeSettings, *, actor: str,
                                     key: str) -> SettingsChange:
@@ -692,45 +761,34 @@ class PostgresLedger(Ledger):
                 raise ValueError(
                     f"raise_alert takes forecast or expiring alerts keyed '{{kind}}:...', not {kind}/{key!r}")
             kind = AlertKind(kind)
-            row = await tx.con.fetchrow(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE alert_id = $1",
+            row = await tx.con.fetchrow(f"SELECT {ALERT_COLUMNS} FROM alerts WHERE alert_id = $1",
                                         policy.alert_id(tenant_id, key))
             if row is not None:
-                return _alert(row)
-            book = await self._book(tx)
+                return as_alert(row)
+            book = self._book(tx)
             alert = book.raise_alert(kind, key, payload)
             await self._persist(tx, book)
             return alert
 
     async def claim_alerts(self, worker: str, *, lease: timedelta, limit: int = 10) -> list[Alert]:
+        """One statement (`_CLAIM_ALERTS`, one round trip): alerts whose lease ran out after their last attempt
+        become dead, and up to `limit` due alerts are leased to `worker`; both skip rows another worker holds."""
         now = self._now()
-        claimable = ("status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= $1) "
-                     "AND (lease_until IS NULL OR lease_until <= $1)")
         async with self._read() as con:
-            async with con.transaction():
-                dead = await con.fetch(
-                    "UPDATE alerts SET status = 'dead', lease_owner = NULL, lease_until = NULL, "
-                    "last_error = CASE WHEN last_error = '' THEN $3 ELSE last_error END "
-                    f"WHERE alert_id IN (SELECT alert_id FROM alerts WHERE {claimable} AND attempts >= $2 "
-                    "FOR UPDATE SKIP LOCKED) RETURNING alert_id, kind, last_error",
-                    now, self._max_attempts, LEASE_EXPIRED_ERROR)
-                for r in dead:
-                    log.error("alert %s (%s) dead: %s", r["alert_id"], r["kind"], r["last_error"])
-                if limit <= 0:
-                    return []
-                rows = await con.fetch(
-                    "WITH picked AS (SELECT alert_id FROM alerts "
-                    f"WHERE {claimable} AND attempts < $2 ORDER BY created_at, n LIMIT $3 FOR UPDATE SKIP LOCKED) "
-                    "UPDATE alerts a SET attempts = a.attempts + 1, lease_owner = $4, lease_until = $5 "
-                    f"FROM picked WHERE a.alert_id = picked.alert_id RETURNING a.n, {_qualified('a')}",
-                    now, self._max_attempts, limit, worker, now + lease)
-        rows = sorted(rows, key=lambda r: (r["created_at"], r["n"]))
-        return [_alert(r) for r in rows]
+            if limit <= 0:
+                _log_dead(await con.fetch(_BURY_DEAD_ALERTS, now, self._max_attempts, LEASE_EXPIRED_ERROR))
+                return []
+            rows = await con.fetch(_CLAIM_ALERTS, now, self._max_attempts, LEASE_EXPIRED_ERROR, limit, worker,
+                                   now + lease)
+        _log_dead(rows[0]["dead"])
+        claimed = sorted((r for r in rows if r["alert_id"] is not None), key=lambda r: (r["created_at"], r["n"]))
+        return [as_alert(r) for r in claimed]
 
     async def _leased(self, con: asyncpg.Connection, alert_id: str, worker: str) -> Alert:
-        row = await con.fetchrow(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE alert_id = $1 FOR UPDATE", alert_id)
+        row = await con.fetchrow(f"SELECT {ALERT_COLUMNS} FROM alerts WHERE alert_id = $1 FOR UPDATE", alert_id)
         if row is None:
             raise NotFound("alert", alert_id)
-        alert = _alert(row)
+        alert = as_alert(row)
         if alert.status is not AlertStatus.PENDING or alert.lease_owner != worker:
             raise LeaseLost(alert_id, worker)
         return alert
@@ -762,26 +820,21 @@ class PostgresLedger(Ledger):
 
     async def get_alert(self, alert_id: str) -> Alert:
         async with self._read() as con:
-            row = await con.fetchrow(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE alert_id = $1", alert_id)
+            row = await con.fetchrow(f"SELECT {ALERT_COLUMNS} FROM alerts WHERE alert_id = $1", alert_id)
         if row is None:
             raise NotFound("alert", alert_id)
-        return _alert(row)
+        return as_alert(row)
 
     async def alerts(self, tenant_id: str, *, status: AlertStatus | None = None, limit: int = 50) -> list[Alert]:
-        async with self._read() as con:
-            await self._exists(con, tenant_id)
-            rows = await con.fetch(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE tenant_id = $1 "
-                                   "AND ($2::text IS NULL OR status = $2) ORDER BY created_at DESC, n DESC LIMIT $3",
-                                   tenant_id, None if status is None else AlertStatus(status).value,
-                                   max(int(limit), 0))
-            return [_alert(r) for r in rows]
+        rows = await self._account_rows(tenant_id, _ALERTS, lambda: (
+            None if status is None else AlertStatus(status).value, max(int(limit), 0)))
+        return reads.listed(rows, tenant_id, as_alert)
 
     # --- usage sync -------------------------------------------------------------------------------------------
     async def sync_watermark(self, tenant_id: str, source: str) -> datetime | None:
-        async with self._read() as con:
-            await self._exists(con, tenant_id)
-            return _utc(await con.fetchval("SELECT until FROM sync_watermarks WHERE tenant_id = $1 AND source = $2",
-                                           tenant_id, source))
+        found = reads.listed(await self._account_rows(tenant_id, _WATERMARK, lambda: (source,)), tenant_id,
+                             lambda r: as_utc(r["until"]))
+        return found[0] if found else None
 
     async def set_sync_watermark(self, tenant_id: str, source: str, until: datetime) -> datetime:
         if until.tzinfo is None:
@@ -797,38 +850,35 @@ class PostgresLedger(Ledger):
                 if stored is None:
                     stored = await con.fetchval("SELECT until FROM sync_watermarks WHERE tenant_id = $1 "
                                                 "AND source = $2", tenant_id, source)
-                return _utc(stored)
+                return as_utc(stored)
 
     # --- conversations and subscriptions ----------------------------------------------------------------------
     async def save_conversation(self, ref: ConversationRef) -> bool:
-        async with self._read() as con:
-            async with con.transaction():
-                await self._exists(con, ref.tenant_id)
-                inserted = await con.fetchval(   # of concurrent first saves, one inserts; the others conflict
-                    "INSERT INTO conversations (tenant_id, conversation_id, reference, updated_at) "
-                    "VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, conversation_id) DO NOTHING RETURNING true",
-                    ref.tenant_id, ref.conversation_id, dict(ref.reference), ref.updated_at)
-                if inserted:
-                    return True
-                await con.execute(
-                    "UPDATE conversations SET reference = $3, updated_at = $4 WHERE tenant_id = $1 "
-                    "AND conversation_id = $2 AND reference IS DISTINCT FROM $3",
-                    ref.tenant_id, ref.conversation_id, dict(ref.reference), ref.updated_at)
-                return False
+        """One statement (`_SAVE_CONVERSATION`): the account check, the update of a known conversation whose
+        reference changed (none when it did not), the insert of a new one. Of concurrent first saves, one
+        inserts; another finds no row in its snapshot yet conflicts on insert: it then updates like a save of a
+        known conversation (a second statement, as the conflicting row is visible only to a new snapshot)."""
+        tenant = ref.tenant_id
+        rows = await self._account_rows(tenant, _SAVE_CONVERSATION, lambda: (
+            ref.conversation_id, dict(ref.reference), ref.updated_at))
+        outcome = rows[0]
+        if not outcome["account"]:
+            raise AccountNotFound(tenant)
+        if outcome["inserted"]:
+            return True
+        if not outcome["known"]:
+            async with self._read() as con:
+                await con.execute(_UPDATE_CONVERSATION, tenant, ref.conversation_id, dict(ref.reference),
+                                  ref.updated_at)
+        return False
 
     async def conversation(self, tenant_id: str, conversation_id: str) -> ConversationRef | None:
-        async with self._read() as con:
-            await self._exists(con, tenant_id)
-            row = await con.fetchrow("SELECT * FROM conversations WHERE tenant_id = $1 AND conversation_id = $2",
-                                     tenant_id, conversation_id)
-            return _conversation(row) if row is not None else None
+        found = reads.listed(await self._account_rows(tenant_id, _CONVERSATION, lambda: (conversation_id,)),
+                             tenant_id, as_conversation)
+        return found[0] if found else None
 
     async def conversations(self, tenant_id: str) -> list[ConversationRef]:
-        async with self._read() as con:
-            await self._exists(con, tenant_id)
-            rows = await con.fetch("SELECT * FROM conversations WHERE tenant_id = $1 ORDER BY conversation_id",
-                                   tenant_id)
-            return [_conversation(r) for r in rows]
+        return reads.listed(await self._account_rows(tenant_id, _CONVERSATIONS), tenant_id, as_conversation)
 
     async def subscribe(self, tenant_id: str, conversation_id: str, kinds: Iterable[AlertKind], *, actor: str,
                         key: str) -> SettingsChange:
@@ -880,9 +930,7 @@ class PostgresLedger(Ledger):
             await self._persist(tx, book)
 
     async def subscriptions(self, tenant_id: str) -> list[Subscription]:
-        async with self._read() as con:
-            await self._exists(con, tenant_id)
-            return await self._subscriptions(con, tenant_id)
+        return reads.listed(await self._account_rows(tenant_id, _SUBSCRIPTIONS), tenant_id, as_subscription)
 
     # --- roles and audit --------------------------------------------------------------------------------------
     async def grant_role(self, tenant_id: str, user_id: str, role: Role, *, actor: str, key: str,
@@ -914,14 +962,10 @@ class PostgresLedger(Ledger):
         return await self._keyed_change(tenant_id, actor, key, "revoke_role", {"user_id": user_id}, change)
 
     async def roles(self, tenant_id: str) -> list[RoleGrant]:
-        async with self._read() as con:
-            await self._exists(con, tenant_id)
-            rows = await con.fetch("SELECT * FROM roles WHERE tenant_id = $1 ORDER BY user_id", tenant_id)
-            return [_grant(r) for r in rows]
+        return reads.listed(await self._account_rows(tenant_id, _ROLES), tenant_id, as_grant)
 
     async def audit(self, tenant_id: str, *, limit: int = 20, before: int | None = None) -> Page:
-        return await self._page("audit", "seq, tenant_id, at, actor, action, key, details", _audit, tenant_id,
-                                limit, before)
+        return await self._page(_AUDIT_PAGE, as_audit, tenant_id, limit, before)
 
     # --- copying a store (storage/transfer.py) ----------------------------------------------------------------
     async def export_account(self, tenant_id: str) -> dict[str, Any]:
@@ -931,17 +975,17 @@ class PostgresLedger(Ledger):
                 if row is None:
                     raise AccountNotFound(tenant_id)
                 t = tenant_id
-                entries = [_entry(r) for r in await con.fetch(
-                    f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE tenant_id = $1 ORDER BY seq", t)]
+                entries = [as_entry(r) for r in await con.fetch(
+                    f"SELECT {ENTRY_COLUMNS} FROM entries WHERE tenant_id = $1 ORDER BY seq", t)]
                 ops = await con.fetch("SELECT key, operation, fingerprint, result FROM ops WHERE tenant_id = $1 "
                                       "ORDER BY key", t)
-                alerts = await con.fetch(f"SELECT n, {_ALERT_COLUMNS} FROM alerts WHERE tenant_id = $1 "
+                alerts = await con.fetch(f"SELECT n, {ALERT_COLUMNS} FROM alerts WHERE tenant_id = $1 "
                                          "ORDER BY created_at, n", t)
                 audit = await con.fetch("SELECT seq, tenant_id, at, actor, action, key, details FROM audit "
                                         "WHERE tenant_id = $1 ORDER BY seq", t)
                 subscriptions = await self._subscriptions(con, t)
                 roles = await con.fetch("SELECT * FROM roles WHERE tenant_id = $1 ORDER BY user_id", t)
-                approvals = await con.fetch(f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE tenant_id = $1 "
+                approvals = await con.fetch(f"SELECT {APPROVAL_COLUMNS} FROM approvals WHERE tenant_id = $1 "
                                             "ORDER BY n", t)
                 conversations = await con.fetch("SELECT * FROM conversations WHERE tenant_id = $1 "
                                                 "ORDER BY conversation_id", t)
@@ -952,13 +996,13 @@ class PostgresLedger(Ledger):
             "entries": [e.to_dict() for e in entries],
             "ops": [{"key": r["key"], "operation": r["operation"], "fingerprint": r["fingerprint"],
                      "result": r["result"]} for r in ops],
-            "alerts": [{**_alert(r).to_dict(), "n": r["n"]} for r in alerts],
-            "audit": [_audit(r).to_dict() for r in audit],
+            "alerts": [{**as_alert(r).to_dict(), "n": r["n"]} for r in alerts],
+            "audit": [as_audit(r).to_dict() for r in audit],
             "subscriptions": [s.to_dict() for s in subscriptions],
-            "roles": [_grant(r).to_dict() for r in roles],
-            "approvals": [_approval(r).to_dict() for r in approvals],
-            "conversations": [_conversation(r).to_dict() for r in conversations],
-            "watermarks": {r["source"]: iso(_utc(r["until"])) for r in watermarks},
+            "roles": [as_grant(r).to_dict() for r in roles],
+            "approvals": [as_approval(r).to_dict() for r in approvals],
+            "conversations": [as_conversation(r).to_dict() for r in conversations],
+            "watermarks": {r["source"]: iso(as_utc(r["until"])) for r in watermarks},
         }
 
     async def import_account(self, data: Mapping[str, Any]) -> None:
@@ -1042,8 +1086,8 @@ class PostgresLedger(Ledger):
                     acct = await con.fetchrow("SELECT balance, entry_count, audit_count, state FROM accounts "
                                               "WHERE tenant_id = $1", t)
                     state = BookState.from_dict(acct["state"])
-                    rows = await con.fetch(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE tenant_id = $1 ORDER BY seq", t)
-                    entries = [_entry(r) for r in rows]
+                    rows = await con.fetch(f"SELECT {ENTRY_COLUMNS} FROM entries WHERE tenant_id = $1 ORDER BY seq", t)
+                    entries = [as_entry(r) for r in rows]
                     total += len(entries)
                     found = [f"{t}: {p}" for p in engine.verify_journal(state, entries)]
                     running = sum(e.amount for e in entries)
@@ -1066,14 +1110,14 @@ class PostgresLedger(Ledger):
     @contextlib.asynccontextmanager
     async def leading(self, job: str) -> AsyncIterator[bool]:
         """True for the one process holding the session advisory lock of `job` for the block; the others get
-        False at once (`pg_try_advisory_lock`), and take over after the holder's connection ends."""
+        False at once (`pg_try_advisory_lock`), and take over after the holder's connection ends.
+
+        The lock is released when the block's connection goes back to the pool (`session.reset_session`: the
+        connection is marked before the lock is asked for, so even a cancelled attempt is cleaned up)."""
         async with self._pool.acquire() as con:
+            con.expect_session_locks()
             got = await con.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", f"credits-job:{job}")
-            try:
-                yield bool(got)
-            finally:
-                if got:
-                    await con.execute("SELECT pg_advisory_unlock(hashtext($1))", f"credits-job:{job}")
+            yield bool(got)
 
     async def ping(self) -> None:
         async with self._read() as con:
@@ -1087,10 +1131,6 @@ class PostgresLedger(Ledger):
 
 
 # --- helpers --------------------------------------------------------------------------------------------------------
-
-def _qualified(alias: str) -> str:
-    return ", ".join(f"{alias}.{c.strip()}" for c in _ALERT_COLUMNS.split(","))
-
 
 def _settings_args(settings: RechargeSettings | AlertSettings) -> dict[str, Any]:
     try:
@@ -1106,6 +1146,11 @@ def _reason(err: LedgerError) -> str:
     if isinstance(err, CurrencyMismatch):
         return "currency_mismatch"
     return getattr(err, "reason", "") or type(err).__name__
+
+
+def _log_dead(dead: Iterable[Mapping[str, Any]]) -> None:
+    for r in dead:
+        log.error("alert %s (%s) dead: %s", r["alert_id"], r["kind"], r["last_error"])
 
 
 def _settled(alert: Alert) -> Alert:
