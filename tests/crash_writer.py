@@ -5,7 +5,9 @@ line to the acknowledgement file after each returns. The test SIGKILLs it at ran
 
 Operation i is deterministic from i (so the test can replay it): every 7th a usage batch of 40 rows, every
 5th an add_funds, otherwise one usage row. Auto-recharge and thresholds are on, so crashes land in the middle of
-multi-entry, multi-file commits.
+multi-entry, multi-file commits. `WORKERS` coroutines take the next operation number as soon as their previous
+one returned, like concurrent conversations: the writer commits what waits together (group commit), so crashes
+also land in batches of several operations. Acknowledgements may therefore come out of order.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from storage.tinydb_store import TinyLedger  # noqa: E402
 
 TENANT = "crash-tenant"
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
-current = 0  # the operation being applied (the clock follows it)
+#: Operations in flight at once.
+WORKERS = 6
+current = 0  # the newest operation started (the clock follows it)
 
 
 def clock_at(i: int) -> datetime:
@@ -68,11 +72,13 @@ async def main(store: Path, acks: Path, start: int) -> None:
     await ledger.subscribe(TENANT, "finance", [AlertKind.RECHARGED, AlertKind.LOW_BALANCE],
                            actor="crash-admin", key="sub")
     with open(acks, "a", buffering=1) as out:
-        while True:
-            await apply(ledger, current)
-            out.write(f"{current}\n")  # acknowledged: the operation returned
-            current += 1
-
+        async def worker() -> None:
+            global current
+            while True:
+                i, current = current, current + 1
+                await apply(ledger, i)
+                out.write(f"{i}\n")  # acknowledged: the operation returned
+        await asyncio.gather(*(worker() for _ in range(WORKERS)))
 
 if __name__ == "__main__":
     asyncio.run(main(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])))
