@@ -123,7 +123,8 @@ def serve(settings: Settings) -> int:
                                 "mode": "local (authentication off)" if settings.local_mode else "authenticated"})
     try:
         web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None,
-                    shutdown_timeout=10.0)
+                    shutdown_timeout=10.0,
+                    access_log=logging.getLogger("aiohttp.access") if settings.access_log else None)
     except (StoreLocked, StoreCorrupt) as exc:
         return _fail(str(exc))
     except NotImplementedError as exc:

@@ -49,6 +49,8 @@ DEFAULT_CURRENCY = "USD"
 DEFAULT_LOCALE = "en-US"
 DEFAULT_GRAPH_SYNC_INTERVAL = 60  # minutes
 DEFAULT_LOG_LEVEL = "INFO"
+_TRUE = ("on", "true", "yes", "1")
+_FALSE = ("off", "false", "no", "0")
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com"
 DEFAULT_BILLED = ("MCOPSTNPP",)
 DEFAULT_ALERT_ATTEMPTS = 12   # with the notifier's backoff (15 s doubling to 1 h): about 4 to 8 hours of trying
@@ -148,6 +150,9 @@ class Settings:
     daily_at: time = DEFAULT_DAILY_AT
     #: Commands per user (tenant, Entra object id) and time unit; None: no limit (`CREDITS_RATE_LIMIT=0`).
     rate_limit: RateLimit | None = parse_rate_limit(DEFAULT_RATE_LIMIT)
+    #: One log line per HTTP request (aiohttp's access log). Off by default: it cost 5% of the event loop per
+    #: turn, refusals and failures are logged anyway, and the hosting's front end keeps request logs.
+    access_log: bool = False
     to_bot_from_channel_openid_metadata_url: str = DEFAULT_OPENID_METADATA_URL
     to_bot_from_channel_token_issuer: str = DEFAULT_TOKEN_ISSUER
     #: `ToChannelFromBotLoginUrl` as configured; None derives it from the app type (see `outbound_authority`).
@@ -329,6 +334,15 @@ class Settings:
                 problems.append(f"CREDITS_RATE_LIMIT: commands per user as N/s, N/min or N/h (for example "
                                 f"{DEFAULT_RATE_LIMIT}), or 0 for no limit, got {_shown(raw_rate)}")
 
+        access_log = False
+        raw_access = get("CREDITS_ACCESS_LOG")
+        if raw_access is not None:
+            if raw_access.strip().lower() in _TRUE + _FALSE:
+                access_log = raw_access.strip().lower() in _TRUE
+            else:
+                problems.append(f"CREDITS_ACCESS_LOG: on or off (also true/false, yes/no, 1/0), got "
+                                f"{_shown(raw_access)}")
+
         log_level = DEFAULT_LOG_LEVEL
         raw_level = get("LOG_LEVEL")
         if raw_level is not None:
@@ -354,7 +368,7 @@ class Settings:
             graph_url=graph_url or DEFAULT_GRAPH_URL, graph_login_url=graph_login_url or PUBLIC_CLOUD_LOGIN,
             billed_capabilities=billed, admin_token=admin_token,
             approval_threshold=approval_threshold, log_level=log_level, alert_attempts=alert_attempts,
-            daily_at=daily_at, rate_limit=rate_limit,
+            daily_at=daily_at, rate_limit=rate_limit, access_log=access_log,
             to_bot_from_channel_openid_metadata_url=metadata_url, to_bot_from_channel_token_issuer=issuer,
             to_channel_from_bot_login_url=login_url, to_channel_from_bot_oauth_scope=scope,
         )

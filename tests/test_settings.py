@@ -301,3 +301,16 @@ def test_usage_settings_have_defaults_and_are_validated() -> None:
                            "CREDITS_BILLED_CAPABILITIES": "MCO PSTN", "GRAPH_URL": "http://graph.example"})
     for name in ("CREDITS_DAILY_AT", "CREDITS_ALERT_ATTEMPTS", "CREDITS_BILLED_CAPABILITIES", "GRAPH_URL"):
         assert name in str(error.value)
+
+
+@pytest.mark.parametrize("raw, on", [("on", True), ("TRUE", True), (" yes ", True), ("1", True), ("off", False),
+                                     ("false", False), ("No", False), ("0", False)])
+def test_the_access_log_is_off_unless_asked_for(raw: str, on: bool) -> None:
+    assert Settings.from_env({}).access_log is False
+    assert Settings.from_env({"CREDITS_ACCESS_LOG": raw}).access_log is on
+
+
+def test_a_bad_access_log_value_is_explained() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"CREDITS_ACCESS_LOG": "sometimes"})
+    assert any(p.startswith("CREDITS_ACCESS_LOG: on or off") for p in caught.value.problems)
