@@ -10,8 +10,8 @@ This module reads the same `_attribute_map`s once, and then:
 * `activity_from_json(body)` builds the same objects msrest would (same classes, same attribute values, unknown
   keys in `additional_properties`) for the shapes channels send: strings where the map says `str`, booleans
   where it says `bool`, objects and lists of objects for models. Anything else (a number where a string is
-  expected, a date, a flattened key, a polymorphic model) is handed to msrest itself, so the result never
-  differs from `Activity().deserialize(body)`; `tests/test_activity_json.py` checks both ways on every Teams
+  expected, a flattened key, a polymorphic model) is handed to msrest itself, so the result never differs from
+  `Activity().deserialize(body)` (timestamps: the same instant and offset, as the standard library's tzinfo); `tests/test_activity_json.py` checks both ways on every Teams
   shape we know and on generated ones.
 * `activity_to_json(activity)` gives the dict `activity.serialize()` gives: attributes that are None are left
   out, as are `additional_properties`; enums become their values; models become dicts under their JSON keys, `object` attributes (card content, channel data, values) are
@@ -23,6 +23,8 @@ fresh body per request and replies are built per turn, so nothing is shared betw
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from enum import Enum
 from typing import Any, Mapping
 
@@ -107,10 +109,7 @@ def _decode(kind: str, raw: Any) -> Any:
     if kind == "iso-8601":
         if type(raw) is not str:
             raise _Unusual
-        try:
-            return Deserializer.deserialize_iso(raw)
-        except Exception:
-            raise _Unusual from None
+        return _timestamp(raw)
     if kind.startswith("[") and kind.endswith("]"):
         if type(raw) is not list:
             raise _Unusual
@@ -120,6 +119,27 @@ def _decode(kind: str, raw: Any) -> Any:
     if model is None:
         raise _Unusual
     return _decode_model(model, raw)
+
+
+#: The timestamps channels send ("2026-11-23T10:00:00.123Z", "...+01:00"): `datetime.fromisoformat` reads them
+#: as msrest's isodate-based `deserialize_iso` does, at a tenth of the cost; anything else goes to msrest.
+_PLAIN_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})")
+
+
+def _timestamp(raw: str) -> datetime:
+    """The aware datetime msrest makes of `raw` (same instant and UTC offset; the offset's tzinfo class is the
+    standard library's)."""
+    if _PLAIN_TIMESTAMP.fullmatch(raw):
+        try:
+            moment = datetime.fromisoformat(raw)
+            if 1 <= moment.utctimetuple().tm_year <= 9999:
+                return moment
+        except (ValueError, OverflowError):
+            pass
+    try:
+        return Deserializer.deserialize_iso(raw)
+    except Exception:
+        raise _Unusual from None
 
 
 # --- outbound ---------------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -194,3 +194,17 @@ async def test_a_sent_reply_is_not_deep_copied_yet_the_caller_keeps_its_activity
     assert activity_to_json(reply) == before and reply.conversation is None
     assert sent.conversation.id == inbound.conversation.id and sent.text == "hello"
     assert activity_to_json(sent) == sent.serialize()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                    timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=5, minutes=30)),
+                                               timezone(timedelta(hours=-8))])),
+       st.sampled_from(["seconds", "milliseconds", "microseconds"]), st.booleans())
+def test_timestamps_read_as_msrest_reads_them(moment: datetime, spec: str, zulu: bool) -> None:
+    text = moment.isoformat(timespec=spec)
+    if zulu and moment.utcoffset() == timedelta(0):
+        text = text.replace("+00:00", "Z")
+    body = {"type": "message", "id": "1", "serviceUrl": URL, "channelId": "msteams", "conversation": {"id": "a"},
+            "timestamp": text, "localTimestamp": text.lower()}
+    assert same(fast_in(body), msrest_in(body))
