@@ -14,6 +14,13 @@ its account check (`reads`), `account_view` one statement, a money operation fou
 with the idempotency lookup and the subscriptions, `credits_lock_account`; every write in one statement,
 `writes.PERSIST`; COMMIT), and giving a connection back to the pool none (`session.reset_session`).
 tests/test_postgres_round_trips.py holds the hot calls to these counts.
+
+Group commit (`group`, `batch`): `add_funds`, `adjust` and a single `record_usage` on one tenant, when they
+overlap in one process, share one transaction: the operations queued while a transaction is in flight are
+applied in arrival order to the locked account, each on its own copy of the state, written in one statement and
+committed once (tests/test_postgres_group_commit.py). A lone operation is a batch of one (the four round trips
+above). The other keyed operations (settings, approvals, roles, subscriptions, usage batches) run alone; they take
+the same row lock, so they serialise with the batches, in this process and in the others.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ from ..model import (Account, AccountView, Alert, AlertKind, AlertSettings, Aler
                      Subscription, SYSTEM_ACTOR, UsageRecord, VerifyReport, iso, parse_iso)
 from ..money import check_minor, normalize_currency
 from . import reads
+from .batch import Batch, FundsOp, MoneyOp, UsageOp, Written, compact, replayed
+from .group import GroupCommit, Outcome, Pending
 from .rows import (ALERT_COLUMNS, APPROVAL_COLUMNS, ENTRY_COLUMNS, as_alert, as_approval, as_audit, as_conversation,
                    as_entry, as_grant, as_subscription, as_utc)
 from .session import create_pool
@@ -134,6 +143,14 @@ def _known_ops(row: Mapping[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
         return {}
     return {key: (fp, result) for key, fp, result in zip(row["known_keys"], row["known_fingerprints"],
                                                          row["known_results"])}
+
+
+def _posting_seqs(result: object) -> list[int]:
+    """The entry seqs of a money operation's stored result (`batch.compact`); none for any other record."""
+    seqs = result.get("e") if isinstance(result, Mapping) else None
+    if isinstance(seqs, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in seqs):
+        return seqs
+    return []
 
 
 # --- statements of the reads (`reads.of_account`: $1 is the tenant, and the account check comes with the rows) --------
@@ -250,6 +267,7 @@ class PostgresLedger(Ledger):
         self._clock = clock
         self._max_attempts = max_attempts
         self._closed = False
+        self._group: GroupCommit[MoneyOp] = GroupCommit(self._money_batch)
 
     @classmethod
     async def open(cls, dsn: str, *, clock: Clock = utc_now, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
@@ -299,6 +317,12 @@ class PostgresLedger(Ledger):
         the subscriptions (`_Tx.subscriptions`)."""
         if self._closed:
             raise RuntimeError("the ledger is closed")
+        async with self._locked(tenant_id, keys) as tx:
+            yield tx
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, tenant_id: str, keys: Iterable[object]) -> AsyncIterator[_Tx]:
+        """`_account` without the check that the ledger is open (a batch queued before `close` still runs)."""
         tx: _Tx | None = None
         async with self._pool.acquire() as con:
             async with con.transaction():
@@ -336,24 +360,23 @@ class PostgresLedger(Ledger):
     async def _posting_from(self, con: asyncpg.Connection, tenant_id: str, result: Mapping[str, Any]) -> Posting:
         return self._replayed(result, await self._entries_by_seq(con, tenant_id, result["e"]))
 
+    async def _known_entries(self, tx: _Tx) -> dict[int, Entry]:
+        """The entries of the money operation records read with the lock (what a replay's posting shows), in
+        one round trip; none (no round trip) when no such key was known. Records of other operations (settings,
+        approvals) hold no entries: their keys can only conflict with a money operation."""
+        seqs = {seq for _, result in tx.known.values() for seq in _posting_seqs(result)}
+        return await self._entries_by_seq(tx.con, tx.state.tenant_id, seqs) if seqs else {}
+
     @staticmethod
     async def _entries_by_seq(con: asyncpg.Connection, tenant_id: str, seqs: Iterable[int]) -> dict[int, Entry]:
         rows = await con.fetch(f"SELECT {ENTRY_COLUMNS} FROM entries WHERE tenant_id = $1 AND seq = ANY($2::int[])",
                                tenant_id, list(seqs))
         return {r["seq"]: as_entry(r) for r in rows}
 
-    @staticmethod
-    def _replayed(result: Mapping[str, Any], entries: Mapping[int, Entry]) -> Posting:
-        """The posting an operation record describes (`_compact`), from its entries."""
-        return Posting(tuple(entries[s] for s in result["e"]), result["b"], tuple(result["a"]), result.get("x"),
-                       replayed=True)
+    _replayed = staticmethod(replayed)
+    _compact = staticmethod(compact)
 
-    @staticmethod
-    def _compact(posting: Posting) -> dict[str, Any]:
-        return {"e": [e.seq for e in posting.entries], "b": posting.balance, "a": list(posting.alert_ids),
-                "x": posting.recharge_blocked}
-
-    async def _persist(self, tx: _Tx, book: Book) -> None:
+    async def _persist(self, tx: _Tx, book: Book | Written) -> None:
         """Write what the book collected (entries not written yet, audit, alerts), the pending operation records
         and the new state, in one statement (`writes.PERSIST`) of the transaction. Many journal rows (the last
         chunk of a usage batch) go through COPY first (`_write_journal`)."""
@@ -369,7 +392,7 @@ class PostgresLedger(Ledger):
             tx.queued = True
         tx.state = book.state
 
-    def _write_journal(self, tx: _Tx, book: Book) -> Awaitable[None]:
+    def _write_journal(self, tx: _Tx, book: Book | Written) -> Awaitable[None]:
         """Write the book's entries not written yet and the pending operation records. What is written is taken
         now, so the book may go on while the returned awaitable runs (see `_usage_rows`)."""
         entries = book.entries[tx.entries_written:]
@@ -483,42 +506,38 @@ class PostgresLedger(Ledger):
 
     async def _money(self, tenant_id: str, operation: str, amount: int, actor: str, key: str, memo: str,
                      reference: str) -> Posting:
-        async with self._account(tenant_id, [key]) as tx:
-            policy.check_caller_key(key)
-            args = {"amount": amount, "memo": memo, "reference": reference}
-            fp, done = self._check_key(tx, key, operation, args)
-            if done is not None:
-                return await self._posting_from(tx.con, tenant_id, done)
-            check_minor(amount, allow_negative=operation == "adjust")
-            book = self._book(tx)
-            if operation == "add_funds":
-                primary = book.credit(EntryKind.FUNDS_ADDED, amount, actor=actor, key=key, memo=memo,
-                                      reference=reference)
-            elif amount > 0:
-                primary = book.credit(EntryKind.ADJUSTMENT, amount, actor=actor, key=key, memo=memo,
-                                      reference=reference)
-            else:
-                primary = book.debit(EntryKind.ADJUSTMENT, -amount, actor=actor, key=key, memo=memo,
-                                     reference=reference, may_go_negative=False)
-            posting = book.settle(primary)
-            book.record_posting(actor, "funds_added" if operation == "add_funds" else "adjustment", key, posting)
-            tx.ops.append((key, operation, fp, self._compact(posting)))
-            await self._persist(tx, book)
-            return posting
+        return await self._batched(tenant_id, FundsOp(operation, amount, actor, key, memo, reference))
 
     async def record_usage(self, tenant_id: str, usage: UsageRecord, *, actor: str = SYSTEM_ACTOR) -> Posting:
-        result = await self._usage_rows(tenant_id, [usage], actor, strict=True)
-        posting = result.rows[0].posting
-        assert posting is not None
-        return posting
+        return await self._batched(tenant_id, UsageOp(usage, actor))
+
+    async def _batched(self, tenant_id: str, op: MoneyOp) -> Any:
+        """Run `op` through the tenant's group commit (`group`): alone, or in one transaction with the other
+        money operations on the account queued meanwhile; its own result or exception either way."""
+        if self._closed:
+            raise RuntimeError("the ledger is closed")
+        return await self._group.submit(tenant_id, op)
+
+    async def _money_batch(self, tenant_id: str, pending: Sequence[Pending[MoneyOp]]) -> list[Outcome]:
+        """One transaction for a batch of money operations (`GroupCommit`'s runner): the lock with every key,
+        the entries of the known keys' postings, each operation in order on the locked account (`Batch.run`:
+        one that fails records nothing), every write in one statement, one COMMIT. An operation whose caller is
+        gone by the time its turn comes is skipped. A database error raises (the group retries one by one)."""
+        async with self._locked(tenant_id, [k for p in pending for k in p.op.keys]) as tx:
+            batch = Batch(tx.state, tx.subscriptions, dict(tx.known), await self._known_entries(tx), self._now)
+            outcomes = [Outcome(skipped=True) if p.cancelled else batch.run(p.op) for p in pending]
+            if batch.written.records:
+                tx.ops.extend(batch.written.records)
+                await self._persist(tx, batch.written)
+        return outcomes
 
     async def record_usage_batch(self, tenant_id: str, rows: Sequence[UsageRecord], *,
                                  actor: str = SYSTEM_ACTOR) -> BatchResult:
-        return await self._usage_rows(tenant_id, list(rows), actor, strict=False)
+        return await self._usage_rows(tenant_id, list(rows), actor)
 
-    async def _usage_rows(self, tenant_id: str, rows: list[UsageRecord], actor: str, strict: bool) -> BatchResult:
-        """Rows one after another in one Book and one transaction. In strict mode (a single row) a problem
-        raises; in a batch it is reported for that row and the others go on.
+    async def _usage_rows(self, tenant_id: str, rows: list[UsageRecord], actor: str) -> BatchResult:
+        """Rows one after another in one Book and one transaction; a problem is reported for its row and the
+        others go on. (A single `record_usage`, which raises, goes through the group commit: `UsageOp`.)
 
         A batch is computed in chunks of `USAGE_CHUNK` rows, and each chunk's entries and operation records are
         written while the next chunk is computed: the server inserts (indexes, constraints, the journal trigger)
@@ -530,8 +549,7 @@ class PostgresLedger(Ledger):
         async with self._account(tenant_id, ids) as tx:
             before = tx.state.balance
             known = tx.known
-            replayed = await self._entries_by_seq(tx.con, tenant_id, {seq for _, result in known.values()
-                                                                      for seq in result["e"]}) if known else {}
+            replayed = await self._known_entries(tx)
             book = self._book(tx)
             outcomes: list[RowOutcome] = []
             seen: dict[str, tuple[str, Posting]] = {}
@@ -542,8 +560,6 @@ class PostgresLedger(Ledger):
                         try:
                             outcomes.append(self._usage_row(tx, book, known, replayed, seen, usage, actor))
                         except LedgerError as err:
-                            if strict:
-                                raise
                             status = RowStatus.CONFLICT if isinstance(err, IdempotencyConflict) else RowStatus.REJECTED
                             outcomes.append(RowOutcome(getattr(usage, "usage_id", ""), status, _reason(err)))
                     if writing is not None:
@@ -560,7 +576,7 @@ class PostgresLedger(Ledger):
                 raise
             recorded = any(o.status is RowStatus.RECORDED for o in outcomes)
             if recorded:
-                engine.audit_usage(book, actor, outcomes, single=strict)
+                engine.audit_usage(book, actor, outcomes, single=False)
                 await self._persist(tx, book)
             return BatchResult(tuple(outcomes), book.state.balance if recorded else before)
 
@@ -1124,9 +1140,11 @@ class PostgresLedger(Ledger):
             await con.fetchval("SELECT 1")
 
     async def close(self) -> None:
+        """Refuse new calls; let the money operations already queued finish (`_group`); close the pool."""
         if self._closed:
             return
         self._closed = True
+        await self._group.close()
         await self._pool.close()
 
 

@@ -1,5 +1,6 @@
-"""What one operation on an account writes, in one statement (one round trip): its new entries, operation
-records, audit records and alerts, and the account's new state.
+"""What one operation (or one group-committed batch of operations, `batch.Written`) on an account writes, in one
+statement (one round trip): its new entries, operation records, audit records and alerts, and the account's new
+state.
 
 `PERSIST` is a data-modifying WITH: one multi-row INSERT per table (rows passed as one array per column and
 zipped by `unnest`) and the UPDATE of the account. It is one statement, so the journal trigger
