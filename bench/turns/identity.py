@@ -24,7 +24,6 @@ Added here:
   for about an hour), so RSA signing never runs per request.
 * `GET /_bench/stats`: `token_requests` (POSTs to any token endpoint), `tenant_discovery`, `metadata`, `jwks`.
 
-Changed for this process only: the handler sets TCP_NODELAY (see `_Handler.disable_nagle_algorithm` below).
 """
 
 from __future__ import annotations
@@ -43,7 +42,6 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
 from bench.turns.common import announce
-from tests.fakes import identity as _fake_identity
 from tests.fakes.identity import (
     APP_ID,
     APP_PASSWORD,
@@ -51,12 +49,6 @@ from tests.fakes.identity import (
     METADATA_PATH,
     FakeIdentity,
 )
-
-# `FakeIdentity`'s handler writes the headers and the body of an answer in two sends; with Nagle's algorithm on,
-# the second waits for the client's delayed ACK: about 40 ms per answer (measured: 50 ms per HTTPS request, 3.5 ms
-# with TCP_NODELAY). Harmless in tests, but the echo bot makes two such requests per turn, on its event loop.
-# In this process only, the handler sets TCP_NODELAY (`socketserver.StreamRequestHandler.disable_nagle_algorithm`).
-_fake_identity._Handler.disable_nagle_algorithm = True
 
 ADFS_DISCOVERY = "/adfs/.well-known/openid-configuration"
 ADFS_TOKEN = "/adfs/oauth2/token"
