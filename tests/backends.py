@@ -62,6 +62,18 @@ def postgres_dsn(path: Path) -> str:
     return _pg_dsn(database)
 
 
+async def lock_waiters(admin, count: int) -> None:  # type: ignore[no-untyped-def]
+    """Wait until `count` sessions of the current database wait for a lock (calls under test queued behind a
+    holder); `admin` is an asyncpg connection to that database."""
+    for _ in range(500):
+        waiting = await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                       "AND wait_event_type = 'Lock'")
+        if waiting >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{count} sessions never waited for the lock")
+
+
 async def _pg_admin():  # type: ignore[no-untyped-def]
     import asyncpg   # an ImportError here fails the test, on purpose
     try:

@@ -15,7 +15,7 @@ import pytest
 from storage import AlertKind, AlertSettings, ConversationRef, UsageRecord
 from storage.ledger import Ledger
 from storage.reference import ReferenceLedger
-from tests.backends import open_backend, postgres_dsn
+from tests.backends import lock_waiters, open_backend, postgres_dsn
 
 pytestmark = pytest.mark.postgres
 
@@ -28,16 +28,6 @@ async def _two_ledgers(tmp_path, clock) -> tuple[Any, Any]:
     other = await PostgresLedger.open(postgres_dsn(tmp_path), clock=clock, max_size=2)
     return one, other
 
-
-async def _lock_waiters(admin: asyncpg.Connection, count: int) -> None:
-    """Wait until `count` sessions wait for a lock (the calls under test are queued behind the holder)."""
-    for _ in range(500):
-        waiting = await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                       "AND wait_event_type = 'Lock'")
-        if waiting >= count:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{count} sessions never waited for the lock")
 
 
 async def _holding_the_account(dsn: str) -> asyncpg.Connection:
@@ -56,7 +46,7 @@ async def test_a_key_sent_twice_at_once_is_written_once_and_replayed_once(tmp_pa
         holder = await _holding_the_account(dsn)
         calls = [asyncio.create_task(ledger.add_funds(T, 5_00, actor="admin", key="same-click"))
                  for ledger in (one, other)]
-        await _lock_waiters(holder, 2)
+        await lock_waiters(holder, 2)
         await holder.execute("COMMIT")
         await holder.close()
         postings = await asyncio.gather(*calls)
@@ -79,7 +69,7 @@ async def test_an_operation_that_waited_for_the_lock_sees_the_subscription_commi
         await holder.execute("INSERT INTO subscriptions (tenant_id, conversation_id, kinds, created_by, created_at) "
                              "VALUES ($1, 'conv-late', '{low_balance}', 'admin', $2)", T, clock.now)
         usage = asyncio.create_task(ledger.record_usage(T, UsageRecord("call-1", 6_00, "USD", clock.now, {})))
-        await _lock_waiters(holder, 1)
+        await lock_waiters(holder, 1)
         await holder.execute("COMMIT")
         await holder.close()
         posting = await usage
@@ -177,7 +167,7 @@ async def test_a_first_save_that_loses_the_race_still_saves_its_reference(tmp_pa
                             "VALUES ($1, 'conv-1', '{\"by\": \"rival\"}', $2)", T, clock.now)
         mine = ConversationRef("conv-1", T, {"by": "me"}, clock.now + timedelta(seconds=1))
         saving = asyncio.create_task(ledger.save_conversation(mine))
-        await _lock_waiters(rival, 1)        # its insert waits on the rival's uncommitted row
+        await lock_waiters(rival, 1)        # its insert waits on the rival's uncommitted row
         await tx.commit()
         await rival.close()
         assert await saving is False         # the rival made it known

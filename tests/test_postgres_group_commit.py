@@ -20,7 +20,7 @@ from storage import AlertKind, AlertSettings, RechargeSettings, UsageRecord
 from storage.errors import IdempotencyConflict, InsufficientFunds
 from storage.ledger import Ledger
 from storage.reference import ReferenceLedger
-from tests.backends import open_backend, postgres_dsn
+from tests.backends import lock_waiters, open_backend, postgres_dsn
 
 pytestmark = pytest.mark.postgres
 
@@ -37,16 +37,6 @@ async def pg(tmp_path, clock):
     finally:
         await store.close()
 
-
-async def _lock_waiters(admin: asyncpg.Connection, count: int) -> None:
-    """Wait until `count` sessions wait for a lock."""
-    for _ in range(500):
-        waiting = await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                       "AND wait_event_type = 'Lock'")
-        if waiting >= count:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{count} sessions never waited for the lock")
 
 
 async def _transactions(dsn: str) -> int:
@@ -66,7 +56,7 @@ async def _batched(ledger: Any, dsn: str, calls: list[Call]) -> list[Any]:
         await holder.execute("BEGIN")
         await holder.execute("SELECT 1 FROM accounts WHERE tenant_id = $1 FOR UPDATE", T)
         lead = asyncio.create_task(ledger.add_funds(T, 1, actor="admin", key="lead"))
-        await _lock_waiters(holder, 1)
+        await lock_waiters(holder, 1)
         tasks = [asyncio.create_task(call(ledger)) for call in calls]
         await asyncio.sleep(0)   # every call is queued behind the lead
         await holder.execute("COMMIT")
@@ -189,7 +179,7 @@ async def test_a_cancelled_caller_does_not_break_the_batch(pg, tmp_path):
         await holder.execute("BEGIN")
         await holder.execute("SELECT 1 FROM accounts WHERE tenant_id = $1 FOR UPDATE", T)
         lead = asyncio.create_task(pg.add_funds(T, 1, actor="admin", key="lead"))
-        await _lock_waiters(holder, 1)
+        await lock_waiters(holder, 1)
         queued = {key: asyncio.create_task(pg.add_funds(T, amount, actor="admin", key=key))
                   for key, amount in (("p", 10), ("q", 20), ("r", 40))}
         await asyncio.sleep(0)
