@@ -42,8 +42,9 @@ _ENTRY_NAMES = [c.strip() for c in ENTRY_COLUMNS.split(",")]
 
 #: $1 tenant, $2 the end of the expiry notice (now + expiring_within), $3 the start of the burn window, $4 now.
 #: Usage counts by call time (`credits_call_time`); only entries recorded since the window's start can have a
-#: call in it (a call is recorded after it happened), which the index `entries_at` finds. Call times the server
-#: does not decide (NULL: not in the form the ledger writes) come back as `odd_*` for `call_time` to read.
+#: call in it (a call is recorded after it happened), which the index `entries_usage_at` (migration 0004) finds
+#: without walking the window's other entries. Call times the server does not decide (NULL: not in the form the
+#: ledger writes) come back as `odd_*` for `call_time` to read.
 ACCOUNT_VIEW = f"""
 SELECT a.tenant_id, a.currency, a.created_at, a.balance, a.entry_count,
        a.state -> 'recharge' AS recharge, a.state -> 'alerts' AS alert_settings,
