@@ -22,6 +22,7 @@ from storage.errors import LedgerError, StoreCorrupt, StoreLocked
 
 from . import package as app_package
 from .app import create_app
+from .heap import freeze_startup_heap
 from .logging_setup import configure_logging
 from .settings import Settings, SettingsError, check_store, load_settings, redact_url
 
@@ -122,7 +123,9 @@ def serve(settings: Settings) -> int:
     log.info("starting", extra={"host": settings.host, "port": settings.port, "store": settings.store_display,
                                 "mode": "local (authentication off)" if settings.local_mode else "authenticated"})
     try:
-        web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None,
+        app = create_app(settings)
+        app.on_startup.append(freeze_startup_heap)   # after the store and sessions have started (ADR 0009)
+        web.run_app(app, host=settings.host, port=settings.port, print=None,
                     shutdown_timeout=10.0,
                     access_log=logging.getLogger("aiohttp.access") if settings.access_log else None)
     except (StoreLocked, StoreCorrupt) as exc:
