@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -35,7 +36,7 @@ def _ready(port: int) -> bool:
 
 def test_serve_freezes_the_startup_heap_after_the_store_opened(tmp_path: Path) -> None:
     port = _free_port()
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "CREDITS_STORE": str(tmp_path / "store"),
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), "CREDITS_STORE": str(tmp_path / "store"),
            "PORT": str(port), "HOST": "127.0.0.1", "LOG_LEVEL": "INFO"}
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:

@@ -10,6 +10,7 @@ not by time: a plan that reads the whole account fails these tests at any speed.
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -95,3 +96,44 @@ async def test_account_view_reads_the_usage_of_its_window_and_no_other_entry(tmp
     finally:
         await con.close()
         await ledger.close()
+
+
+async def test_a_database_at_0003_upgrades_with_the_index_built_beforehand_without_blocking(clock):
+    """The upgrade path of a deployment with a large journal: the index built CONCURRENTLY by an operator first
+    (as the migration's comment says), then the bot starts and applies 0004 over it."""
+    from storage.postgres_store import PostgresLedger, migrate
+    from storage.postgres_store.backend import migration_files
+    from tests.backends import _pg_admin, _pg_dsn
+
+    name = f"credits_upgrade_{os.getpid()}"
+    admin = await _pg_admin()
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        con = await asyncpg.connect(_pg_dsn(name))
+        try:
+            await con.execute("CREATE TABLE schema_migrations (name text PRIMARY KEY, "
+                              "applied_at timestamptz NOT NULL DEFAULT now())")
+            for file, sql in migration_files():
+                if file >= "0004":
+                    break
+                await con.execute(sql)
+                await con.execute("INSERT INTO schema_migrations (name) VALUES ($1)", file)
+            await con.execute("CREATE INDEX CONCURRENTLY IF NOT EXISTS entries_usage_at ON entries (tenant_id, at) "
+                              "WHERE kind = 'usage'")
+        finally:
+            await con.close()
+
+        assert await migrate(_pg_dsn(name)) == ["0004_lookups_that_stay_cheap.sql"]
+
+        ledger = await PostgresLedger.open(_pg_dsn(name), clock=clock)
+        try:
+            await ledger.open_account(T, "USD")
+            assert not (await ledger.add_funds(T, 5_00, actor="admin", key="k")).replayed
+            assert (await ledger.add_funds(T, 5_00, actor="admin", key="k")).replayed
+            assert (await ledger.account_view(T)).account.balance == 5_00
+        finally:
+            await ledger.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

@@ -3,7 +3,10 @@
 
 -- `account_view` sums the usage in the burn window: with only `entries_at` it walked every entry of the window,
 -- funds and recharges included (a busy account adds thousands a month); this index holds usage entries alone.
-CREATE INDEX entries_usage_at ON entries (tenant_id, at) WHERE kind = 'usage';
+-- Migrations run in one transaction, so this index is built while writes to `entries` wait. On a large journal,
+-- build it beforehand without blocking writes, and the migration will find it:
+--   CREATE INDEX CONCURRENTLY IF NOT EXISTS entries_usage_at ON entries (tenant_id, at) WHERE kind = 'usage';
+CREATE INDEX IF NOT EXISTS entries_usage_at ON entries (tenant_id, at) WHERE kind = 'usage';
 
 -- The idempotency lookup of `credits_lock_account` (migration 0003) as one primary-key probe per key. The
 -- `key = ANY (op_keys)` form let the planner, when the session planned it on a small table (a new database, or
