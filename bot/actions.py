@@ -31,6 +31,7 @@ from . import commands, reports
 from .card_actions import CardActions, Messenger
 from .commands import Mention, ParseFailure
 from .context import Ctx, Reply, Turn
+from .notifier import removed_status
 from .usage.service import UsageService
 from .i18n import (denied_key, format_date, format_list, format_money_list, language_for,
                    ledger_error_message, place_name, resolve_locale, t)
@@ -271,7 +272,9 @@ class Actions:
             if sub.enabled:
                 continue
             here = "_here" if sub.conversation_id == ctx.turn.conversation_id else ""
-            reason = _shorten(sub.disabled_reason, ERROR_SHOWN).rstrip(".")
+            status = removed_status(sub.disabled_reason)
+            reason = ctx.text("alerts.reason_removed", status=status) if status is not None else \
+                _shorten(sub.disabled_reason, ERROR_SHOWN).rstrip(".")
             lines.append(ctx.text(f"alerts.disabled{here}", place=names[sub.conversation_id], reason=reason)
                          if reason else ctx.text(f"alerts.disabled{here}_plain", place=names[sub.conversation_id]))
         if "thresholds" not in args and allows(ctx.role, Capability.MANAGE_SUBSCRIPTIONS):

@@ -406,6 +406,10 @@ _M: dict[str, dict[str, str]] = {
         "da": "Slået fra: {place} — {reason}. En administrator kan skrive `subscribe` dér igen, når boten er "
               "tilføjet igen.",
     },
+    "alerts.reason_removed": {
+        "en": "Teams answered {status}: the bot is no longer in this conversation",
+        "da": "Teams svarede {status}: boten er ikke længere med i denne samtale",
+    },
     "alerts.disabled_plain": {
         "en": "Disabled: {place}. An admin can type `subscribe` there again after adding the bot back.",
         "da": "Slået fra: {place}. En administrator kan skrive `subscribe` dér igen, når boten er tilføjet igen.",

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -52,6 +53,23 @@ class Sender(Protocol):
         """Post `activity` as a new message in `conversation_id`, using the saved `reference` (service URL, bot,
         tenant). Raises `ConnectorError` when Teams refuses or cannot be reached."""
         ...
+
+
+#: The reason stored with a subscription the notifier disabled (`Subscription.disabled_reason`, in English like
+#: the rest of the store's records); `alerts` shows it in the reader's language (`removed_status`).
+_REMOVED = "Teams answered {status}: the bot is no longer in this conversation"
+_REMOVED_PATTERN = re.compile(r"Teams answered (\d{3}): the bot is no longer in this conversation")
+
+
+def removed_reason(status: int) -> str:
+    """The stored reason for a destination that answered `status` (403, 404): the bot was removed."""
+    return _REMOVED.format(status=status)
+
+
+def removed_status(reason: str) -> int | None:
+    """The status of a reason `removed_reason` wrote, None for any other reason."""
+    match = _REMOVED_PATTERN.fullmatch(reason.strip())
+    return int(match.group(1)) if match else None
 
 
 @dataclass(frozen=True)
@@ -235,7 +253,7 @@ class Notifier:
                 "attachments": [{"contentType": ADAPTIVE_CARD, "content": card}]}
 
     async def _disable(self, alert: Alert, destination: str, error: ConnectorError) -> bool:
-        reason = f"Teams answered {error.status}: the bot is no longer in this conversation"
+        reason = removed_reason(error.status or 0)
         try:
             await self._ledger.disable_subscription(alert.tenant_id, destination, reason=reason)
         except NotFound:

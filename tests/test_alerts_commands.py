@@ -276,7 +276,8 @@ async def test_danish(chat: Chat) -> None:
 
     reading = await chat.say("advarsler", locale="da-DK")
     assert "Advarsler sendes til: denne samtale (lav saldo)." in reading
-    assert f"Slået fra: kanalen Økonomi — {GONE}. En administrator kan skrive `subscribe` dér igen" in reading
+    assert "Slået fra: kanalen Økonomi — Teams svarede 403: boten er ikke længere med i denne samtale. En " \
+           "administrator kan skrive `subscribe` dér igen" in reading
     assert "1 advarsel kunne ikke leveres: skriv `alerts failed` for at se hvorfor." in reading
     assert await chat.say("alerts failed", sender=MEGAN, locale="da-DK") == \
         t("denied.manage_subscriptions", "da")
@@ -318,3 +319,11 @@ def test_the_subscriptions_card_takes_names_from_the_caller() -> None:
                                          basis="b", places={subs[0].conversation_id: "channel Finance"}))
     assert "channel Finance" in named and "19:long-channel" not in named
     assert short_id(subs[1].conversation_id) in named            # no name: the shortened id, as before
+
+
+def test_the_reason_the_notifier_stores_is_recognised_for_translation() -> None:
+    from bot.notifier import removed_reason, removed_status
+    assert removed_reason(403) == GONE
+    assert [removed_status(removed_reason(s)) for s in (403, 404)] == [403, 404]
+    assert removed_status("the admin turned it off") is None
+    assert removed_status(GONE + " and more") is None
